@@ -1,0 +1,141 @@
+//! Per-request context: the request id (echoed or made), the access log line, path aliases, and
+//! the guarantee that every error body is JSON in the service's shape.
+
+use std::time::Instant;
+
+use actix_web::{
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        header::{self, HeaderName, HeaderValue},
+        uri::{PathAndQuery, Uri},
+    },
+    middleware::Next,
+    Error,
+};
+use rand::{distr::Alphanumeric, Rng};
+
+use super::respond::error_body;
+use crate::error::Code;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served (a fresh one outside a request).
+pub fn request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| new_request_id())
+}
+
+fn new_request_id() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// A caller's id is echoed when it is a sane header value; otherwise one is made.
+fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
+    let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?.trim();
+    let sane = !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    sane.then(|| value.to_owned())
+}
+
+/// Outermost middleware: request id, access log, JSON error bodies.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let id = incoming_request_id(&req).unwrap_or_else(new_request_id);
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let mut res = REQUEST_ID
+        .scope(id.clone(), async move {
+            next.call(req)
+                .await
+                .map(|res| ensure_json_error(res.map_into_boxed_body()))
+        })
+        .await?;
+    res.headers_mut().insert(
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+    );
+    tracing::info!(
+        target: "access",
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = res.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(res)
+}
+
+/// Errors produced by actix itself (payload too large, and the like) come as text; answer them in
+/// the service's error shape instead.
+fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let code = match status.as_u16() {
+        404 => Code::RouteNotFound,
+        405 => Code::MethodNotAllowed,
+        415 => Code::UnsupportedMediaType,
+        s if s >= 500 => Code::Internal,
+        _ => Code::BadBody,
+    };
+    let reason = status.canonical_reason().unwrap_or("Request failed");
+    let mut replaced = error_body(code, &format!("{reason}."));
+    *replaced.status_mut() = status;
+    res.into_response(replaced)
+}
+
+/// Serves the documented aliases: `/core/...` for `/data/core/...` (one of Adobe's guides uses
+/// it) and any path with a trailing slash.
+pub async fn normalize_path(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let path = req.path();
+    let mut rewritten = None;
+    if path.len() > 1 && path.ends_with('/') {
+        rewritten = Some(path.trim_end_matches('/').to_owned());
+    }
+    let current = rewritten.as_deref().unwrap_or(path);
+    if current.starts_with("/core/") {
+        rewritten = Some(format!("/data{current}"));
+    }
+    if let Some(new_path) = rewritten {
+        let new_path = if new_path.is_empty() { "/".to_owned() } else { new_path };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = PathAndQuery::try_from(pq) {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                req.match_info_mut().get_mut().update(&uri);
+                req.head_mut().uri = uri;
+            }
+        }
+    }
+    next.call(req).await
+}

@@ -1,0 +1,157 @@
+//! Typed settings from flags and environment variables, validated at start.
+
+use std::{fmt, path::PathBuf};
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Any non-empty bearer token is accepted (the default, for laptops and CI).
+    Open,
+    /// Tokens must be HS256 JWTs signed with `JWT_SECRET`, unexpired, and bound to the org they use.
+    Verify,
+}
+
+#[derive(Args, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL. When unset, the server starts its own PostgreSQL from the binaries
+    /// installed on the machine (`pg_config --bindir`), keeping data in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Log filter, in `tracing` syntax (e.g. `info`, `audience_server=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Folder of the embedded PostgreSQL's data and the default landing folder.
+    #[arg(long, env = "DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+
+    /// Root of the landing zone that ingestion runs read (`<LANDING_DIR>/<cloudType>/<path>`).
+    /// Defaults to `<DATA_DIR>/landing`.
+    #[arg(long, env = "LANDING_DIR")]
+    pub landing_dir: Option<PathBuf>,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+
+    /// How bearer tokens are checked.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value_t = AuthMode::Open)]
+    pub auth_mode: AuthMode,
+
+    /// HS256 secret that signs tokens in `verify` mode.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Run the background worker in this process.
+    #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub worker_enabled: bool,
+
+    /// How often the worker looks for due jobs, in milliseconds.
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500)]
+    pub worker_poll_ms: u64,
+
+    /// At most this many ingestion runs per sandbox per UTC day.
+    #[arg(long, env = "RUNS_PER_SANDBOX_PER_DAY", default_value_t = 100)]
+    pub runs_per_sandbox_per_day: i64,
+
+    /// At most this many ingestion runs per external audience.
+    #[arg(long, env = "RUNS_PER_AUDIENCE", default_value_t = 10)]
+    pub runs_per_audience: i64,
+}
+
+impl Settings {
+    pub fn landing_dir(&self) -> PathBuf {
+        self.landing_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("landing"))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.auth_mode == AuthMode::Verify && self.jwt_secret.is_none() {
+            anyhow::bail!("AUTH_MODE=verify needs JWT_SECRET to be set");
+        }
+        if self.db_pool_size == 0 {
+            anyhow::bail!("DB_POOL_SIZE must be at least 1");
+        }
+        if self.runs_per_audience < 1 || self.runs_per_sandbox_per_day < 1 {
+            anyhow::bail!("run guardrails must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and embedding: everything default, the given database.
+    pub fn for_database(database_url: &str) -> Self {
+        Settings {
+            database_url: Some(database_url.to_owned()),
+            host: "127.0.0.1".into(),
+            port: 0,
+            log_level: "warn".into(),
+            log_format: LogFormat::Text,
+            data_dir: PathBuf::from(".data"),
+            landing_dir: None,
+            db_pool_size: 8,
+            http_workers: Some(2),
+            auth_mode: AuthMode::Open,
+            jwt_secret: None,
+            worker_enabled: true,
+            worker_poll_ms: 500,
+            runs_per_sandbox_per_day: 100,
+            runs_per_audience: 10,
+        }
+    }
+}
+
+/// A string that never prints.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_url.as_ref().map(|_| "****"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("landing_dir", &self.landing_dir())
+            .field("auth_mode", &self.auth_mode)
+            .field("worker_enabled", &self.worker_enabled)
+            .finish_non_exhaustive()
+    }
+}

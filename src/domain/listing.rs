@@ -1,0 +1,323 @@
+//! The audience list query: parameters, their rules, and the whitelists of sortable and filterable
+//! fields. Storage turns a [`ListQuery`] into SQL using only the column names declared here.
+
+use crate::error::ApiError;
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    Name,
+    CreationTime,
+    UpdateTime,
+    CreateEpoch,
+    UpdateEpoch,
+    LifecycleState,
+    AudienceId,
+    Namespace,
+}
+
+impl SortField {
+    const ALL: [SortField; 8] = [
+        SortField::Name,
+        SortField::CreationTime,
+        SortField::UpdateTime,
+        SortField::CreateEpoch,
+        SortField::UpdateEpoch,
+        SortField::LifecycleState,
+        SortField::AudienceId,
+        SortField::Namespace,
+    ];
+
+    pub fn api_name(self) -> &'static str {
+        match self {
+            SortField::Name => "name",
+            SortField::CreationTime => "creationTime",
+            SortField::UpdateTime => "updateTime",
+            SortField::CreateEpoch => "createEpoch",
+            SortField::UpdateEpoch => "updateEpoch",
+            SortField::LifecycleState => "lifecycleState",
+            SortField::AudienceId => "audienceId",
+            SortField::Namespace => "namespace",
+        }
+    }
+
+    /// The column the sort uses. Epoch seconds sort as their millisecond columns: the order is the
+    /// same, ties inside one second are broken by the milliseconds before the id.
+    pub fn column(self) -> &'static str {
+        match self {
+            SortField::Name => "name",
+            SortField::CreationTime | SortField::CreateEpoch => "creation_time",
+            SortField::UpdateTime | SortField::UpdateEpoch => "update_time",
+            SortField::LifecycleState => "lifecycle_state",
+            SortField::AudienceId => "audience_id",
+            SortField::Namespace => "namespace",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.api_name() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyField {
+    Id,
+    AudienceId,
+    Name,
+    Namespace,
+    Type,
+    OriginName,
+    LifecycleState,
+    DatasetId,
+    CreatedBy,
+}
+
+impl PropertyField {
+    const ALL: [PropertyField; 9] = [
+        PropertyField::Id,
+        PropertyField::AudienceId,
+        PropertyField::Name,
+        PropertyField::Namespace,
+        PropertyField::Type,
+        PropertyField::OriginName,
+        PropertyField::LifecycleState,
+        PropertyField::DatasetId,
+        PropertyField::CreatedBy,
+    ];
+
+    pub fn api_name(self) -> &'static str {
+        match self {
+            PropertyField::Id => "id",
+            PropertyField::AudienceId => "audienceId",
+            PropertyField::Name => "name",
+            PropertyField::Namespace => "namespace",
+            PropertyField::Type => "type",
+            PropertyField::OriginName => "originName",
+            PropertyField::LifecycleState => "lifecycleState",
+            PropertyField::DatasetId => "datasetId",
+            PropertyField::CreatedBy => "createdBy",
+        }
+    }
+
+    /// The column compared; `id` is compared as text so any value is a valid filter.
+    pub fn column(self) -> &'static str {
+        match self {
+            PropertyField::Id => "id::text",
+            PropertyField::AudienceId => "audience_id",
+            PropertyField::Name => "name",
+            PropertyField::Namespace => "namespace",
+            PropertyField::Type => "audience_type",
+            PropertyField::OriginName => "origin_name",
+            PropertyField::LifecycleState => "lifecycle_state",
+            PropertyField::DatasetId => "dataset_id",
+            PropertyField::CreatedBy => "created_by",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.api_name() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyFilter {
+    pub field: PropertyField,
+    pub equals: bool,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub start: i64,
+    pub limit: i64,
+    pub sort: SortField,
+    pub descending: bool,
+    pub properties: Vec<PropertyFilter>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub entity_type: Option<String>,
+    /// The caller's parameters other than paging, kept to build `_links.next`.
+    pub passthrough: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    /// Parses a form-encoded query string (`+` is a space). Every bad parameter is a 400 naming it.
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut q = ListQuery {
+            start: 0,
+            limit: DEFAULT_LIMIT,
+            sort: SortField::UpdateTime,
+            descending: true,
+            properties: Vec::new(),
+            name: None,
+            description: None,
+            entity_type: None,
+            passthrough: Vec::new(),
+        };
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let (key, value) = (key.into_owned(), value.into_owned());
+            match key.as_str() {
+                "start" => {
+                    q.start = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| ApiError::bad_param("start", "must be an integer >= 0"))?;
+                    continue;
+                }
+                "limit" => {
+                    q.limit = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_param("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+                        })?;
+                    continue;
+                }
+                "sort" => {
+                    let (field, dir) = value.split_once(':').unwrap_or((value.as_str(), "asc"));
+                    q.sort = SortField::parse(field).ok_or_else(|| {
+                        ApiError::bad_param(
+                            "sort",
+                            format!(
+                                "unknown field '{field}'; sortable fields are {}",
+                                SortField::ALL.map(SortField::api_name).join(", ")
+                            ),
+                        )
+                    })?;
+                    q.descending = match dir {
+                        "asc" => false,
+                        "desc" => true,
+                        _ => {
+                            return Err(ApiError::bad_param(
+                                "sort",
+                                format!("direction '{dir}' must be asc or desc"),
+                            ))
+                        }
+                    };
+                }
+                "property" => q.properties.push(parse_property(&value)?),
+                "name" => q.name = Some(value.clone()),
+                "description" => q.description = Some(value.clone()),
+                "entityType" => {
+                    if value.is_empty() {
+                        return Err(ApiError::bad_param("entityType", "must not be empty"));
+                    }
+                    q.entity_type = Some(value.clone());
+                }
+                // Unknown parameters are ignored, as the real service does (Adobe's own links carry
+                // `totalCount`), and not repeated in links.
+                _ => continue,
+            }
+            q.passthrough.push((key, value));
+        }
+        Ok(q)
+    }
+
+    /// `inactive` audiences are listed only when the caller filters by property.
+    pub fn hides_inactive(&self) -> bool {
+        self.properties.is_empty()
+    }
+
+    /// The query string of the page that starts at `start`, with the caller's filters.
+    pub fn link_query(&self, start: i64) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        out.append_pair("start", &start.to_string());
+        out.append_pair("limit", &self.limit.to_string());
+        let has_sort = self.passthrough.iter().any(|(k, _)| k == "sort");
+        if !has_sort {
+            out.append_pair("sort", &format!("{}:{}", self.sort.api_name(), self.direction()));
+        }
+        for (k, v) in &self.passthrough {
+            out.append_pair(k, v);
+        }
+        // Keep `:` readable in the sort pair, as Adobe's own links show it.
+        out.finish().replace("%3A", ":")
+    }
+
+    pub fn direction(&self) -> &'static str {
+        if self.descending {
+            "desc"
+        } else {
+            "asc"
+        }
+    }
+}
+
+fn parse_property(value: &str) -> Result<PropertyFilter, ApiError> {
+    let (field, equals, rest) = if let Some((f, v)) = value.split_once("==") {
+        (f, true, v)
+    } else if let Some((f, v)) = value.split_once("!=") {
+        (f, false, v)
+    } else {
+        return Err(ApiError::bad_param(
+            "property",
+            format!("'{value}' must be written field==value or field!=value"),
+        ));
+    };
+    let field = PropertyField::parse(field.trim()).ok_or_else(|| {
+        ApiError::bad_param(
+            "property",
+            format!(
+                "unknown field '{field}'; filterable fields are {}",
+                PropertyField::ALL.map(PropertyField::api_name).join(", ")
+            ),
+        )
+    })?;
+    let mut value = rest.to_owned();
+    if field == PropertyField::LifecycleState && value == "active" {
+        value = "published".into();
+    }
+    Ok(PropertyFilter {
+        field,
+        equals,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let q = ListQuery::parse("").unwrap();
+        assert_eq!((q.start, q.limit, q.sort, q.descending), (0, 20, SortField::UpdateTime, true));
+        assert!(q.hides_inactive());
+    }
+
+    #[test]
+    fn form_encoding_and_property_operators() {
+        let q = ListQuery::parse("property=name%3D%3DMy+audience&property=lifecycleState!=draft&name=a+b").unwrap();
+        assert_eq!(q.properties[0], PropertyFilter { field: PropertyField::Name, equals: true, value: "My audience".into() });
+        assert!(!q.properties[1].equals);
+        assert_eq!(q.name.as_deref(), Some("a b"));
+        assert!(!q.hides_inactive());
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (query, name) in [
+            ("start=-1", "'start'"),
+            ("start=x", "'start'"),
+            ("limit=0", "'limit'"),
+            ("limit=1001", "'limit'"),
+            ("sort=color:asc", "'sort'"),
+            ("sort=name:up", "'sort'"),
+            ("property=name~x", "'property'"),
+            ("property=color==x", "'property'"),
+        ] {
+            let err = ListQuery::parse(query).unwrap_err();
+            assert!(err.message.contains(name), "{query}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn next_link_keeps_filters() {
+        let q = ListQuery::parse("limit=2&name=x+y&property=namespace==aam&totalCount=5").unwrap();
+        assert_eq!(q.link_query(2), "start=2&limit=2&sort=updateTime:desc&name=x+y&property=namespace%3D%3Daam");
+    }
+}

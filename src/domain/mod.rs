@@ -1,0 +1,8 @@
+//! Types and rules of the service. Knows neither HTTP nor SQL.
+
+pub mod audience;
+pub mod identity;
+pub mod lifecycle;
+pub mod listing;
+
+pub use identity::{Caller, Sandbox, Tenant};

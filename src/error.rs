@@ -1,0 +1,169 @@
+//! The one error type of the service and its code table.
+//!
+//! Every failure a client can see is an [`ApiError`]: a [`Code`] (status and wire code, declared once
+//! in [`Code::spec`]) plus a human message. The HTTP shape lives in `api::respond`; internal causes
+//! are logged there and never sent.
+
+use std::fmt;
+
+/// Every error code the server can answer with. The table in [`Code::spec`] is the only place that
+/// maps a code to its HTTP status and wire string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    // Gateway-level header errors: answered in the gateway's flat shape.
+    TokenMissing,
+    TokenInvalid,
+    ApiKeyMissing,
+    OrgHeaderMissing,
+    ProfileNotValid,
+    // UPS family.
+    BadBody,
+    BadHeader,
+    BadParameter,
+    AudienceInvalid,
+    HasDependents,
+    BulkGetSize,
+    AudienceNotFound,
+    BulkGetNoneFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    AudienceConflict,
+    PreconditionFailed,
+    Internal,
+    Unavailable,
+    // AIS family.
+    AisValidation,
+    AisNotAcceptable,
+    AisNotFound,
+    AisConflict,
+    AisUnprocessable,
+}
+
+/// How a code is answered on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `{"error_code": "...", "message": "..."}` as Adobe's gateway answers.
+    Gateway,
+    /// `{"requestId", "type", "title", "status", "errors": {"<status>": [{code, message}]}}`.
+    Service,
+}
+
+pub struct CodeSpec {
+    pub status: u16,
+    pub wire: &'static str,
+    pub shape: Shape,
+}
+
+impl Code {
+    pub const fn spec(self) -> CodeSpec {
+        use Code::*;
+        use Shape::*;
+        let (status, wire, shape) = match self {
+            TokenMissing => (401, "403010", Gateway),
+            TokenInvalid => (401, "401013", Gateway),
+            ApiKeyMissing => (403, "403000", Gateway),
+            OrgHeaderMissing => (400, "400003", Gateway),
+            ProfileNotValid => (403, "403025", Gateway),
+            BadBody => (400, "UPLIB-101206-500", Service),
+            BadHeader => (400, "UPAPI-113400-400", Service),
+            BadParameter => (400, "UPAPI-113401-400", Service),
+            AudienceInvalid => (400, "UPAPI-113434-400", Service),
+            HasDependents => (400, "UPAPI-113631-403", Service),
+            BulkGetSize => (400, "UPAPI-113015-400", Service),
+            AudienceNotFound => (404, "UPAPI-113430-404", Service),
+            BulkGetNoneFound => (404, "UPAPI-113000-404", Service),
+            RouteNotFound => (404, "UPAPI-113404-404", Service),
+            MethodNotAllowed => (405, "UPAPI-113405-405", Service),
+            UnsupportedMediaType => (415, "UPAPI-113415-415", Service),
+            AudienceConflict => (409, "UPAPI-113409-409", Service),
+            PreconditionFailed => (412, "UPAPI-113412-412", Service),
+            Internal => (500, "UPAPI-113500-500", Service),
+            Unavailable => (503, "UPAPI-113503-503", Service),
+            AisValidation => (400, "100910-400", Service),
+            AisNotAcceptable => (406, "100906-406", Service),
+            AisNotFound => (404, "100940-404", Service),
+            AisConflict => (409, "100950-409", Service),
+            AisUnprocessable => (422, "100960-422", Service),
+        };
+        CodeSpec {
+            status,
+            wire,
+            shape,
+        }
+    }
+}
+
+/// A client-visible failure: what went wrong (code) and a message that names the field and rule.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    /// The internal cause, logged and never sent.
+    pub source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        ApiError {
+            code: Code::Internal,
+            message: "An internal error occurred. Try again later.".into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn audience_not_found(id: &str) -> Self {
+        Self::new(
+            Code::AudienceNotFound,
+            format!("The audience entity {id} is not found. Use a valid entity and try again."),
+        )
+    }
+
+    pub fn bad_body(message: impl Into<String>) -> Self {
+        Self::new(Code::BadBody, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Code::AudienceInvalid, message)
+    }
+
+    pub fn bad_param(name: &str, rule: impl fmt::Display) -> Self {
+        Self::new(
+            Code::BadParameter,
+            format!("Query parameter '{name}' is invalid: {rule}"),
+        )
+    }
+
+    pub fn ais_invalid(message: impl Into<String>) -> Self {
+        Self::new(Code::AisValidation, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.spec().wire, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ApiError {
+                code: Code::Unavailable,
+                message: "The database is not reachable. Try again later.".into(),
+                source: Some(e.into()),
+            },
+            _ => ApiError::internal(e),
+        }
+    }
+}

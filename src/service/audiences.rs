@@ -1,0 +1,275 @@
+//! Audience use cases. Every write is one transaction: the row is locked, the rules are checked
+//! against what is in the database, and the new version is written, or nothing is.
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        audience::{self, Audience, ClientFields},
+        lifecycle::Lifecycle,
+        listing::ListQuery,
+        Caller, Tenant,
+    },
+    error::{ApiError, Code},
+    storage::{self, audiences::StoredAudience},
+};
+
+/// An `If-Match` precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    fn check(&self, current_etag: &str) -> Result<(), ApiError> {
+        match self {
+            IfMatch::Any => Ok(()),
+            IfMatch::Tags(tags) if tags.iter().any(|t| t == current_etag) => Ok(()),
+            IfMatch::Tags(_) => Err(ApiError::new(
+                Code::PreconditionFailed,
+                "The If-Match header does not match the audience's current _etag. Read it again and retry.",
+            )),
+        }
+    }
+}
+
+/// The outcome of a write: the rendered audience and its new etag.
+pub struct Written {
+    pub body: String,
+    pub etag: String,
+}
+
+/// Ids in paths are the audience's `id`; anything that is not one of ours cannot exist.
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::audience_not_found(id))
+}
+
+pub async fn get(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<StoredAudience, ApiError> {
+    let uuid = parse_id(id)?;
+    storage::audiences::get(pool, tenant, uuid)
+        .await?
+        .ok_or_else(|| ApiError::audience_not_found(id))
+}
+
+pub async fn create(pool: &PgPool, tenant: &Tenant, caller: &Caller, body: Value) -> Result<Written, ApiError> {
+    let id = Uuid::new_v4();
+    let fields = audience::new_fields(body, id)?;
+    let mut tx = pool.begin().await?;
+    let dependencies = resolve_dependencies(&mut tx, tenant, id, &fields).await?;
+    let created = Audience::create(id, fields, caller, dependencies);
+    let body = storage::audiences::insert(&mut tx, tenant, &created).await?;
+    storage::audiences::refresh_dependents(&mut tx, tenant, &created.dependencies).await?;
+    tx.commit().await?;
+    Ok(Written {
+        body,
+        etag: created.etag,
+    })
+}
+
+pub async fn replace(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<IfMatch>,
+    body: Value,
+) -> Result<Written, ApiError> {
+    update_with(pool, tenant, caller, id, if_match, |current| {
+        audience::replaced_fields(current, body)
+    })
+    .await
+}
+
+pub async fn patch(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<IfMatch>,
+    ops: Value,
+) -> Result<Written, ApiError> {
+    update_with(pool, tenant, caller, id, if_match, |current| {
+        audience::patched_fields(current, tenant, ops)
+    })
+    .await
+}
+
+/// The shared path of PUT and PATCH: lock, check the precondition, compute the new fields from
+/// the current version, check the rules, write.
+async fn update_with(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<IfMatch>,
+    change: impl FnOnce(&Audience) -> Result<ClientFields, ApiError>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let mut tx = pool.begin().await?;
+    let current = storage::audiences::lock(&mut tx, tenant, uuid)
+        .await?
+        .ok_or_else(|| ApiError::audience_not_found(id))?;
+    if let Some(precondition) = &if_match {
+        precondition.check(&current.etag)?;
+    }
+    let fields = change(&current)?;
+    let dependencies = resolve_dependencies(&mut tx, tenant, uuid, &fields).await?;
+    if fields.lifecycle == Lifecycle::Inactive && current.fields.lifecycle != Lifecycle::Inactive {
+        ensure_no_live_dependents(&mut tx, tenant, uuid, "deactivated").await?;
+    }
+    let updated = current.updated(fields, caller, dependencies);
+    let body = storage::audiences::update(&mut tx, tenant, &updated).await?;
+    let changed: Vec<Uuid> = symmetric_difference(&current.dependencies, &updated.dependencies);
+    storage::audiences::refresh_dependents(&mut tx, tenant, &changed).await?;
+    tx.commit().await?;
+    Ok(Written {
+        body,
+        etag: updated.etag,
+    })
+}
+
+pub async fn delete(pool: &PgPool, tenant: &Tenant, id: &str, if_match: Option<IfMatch>) -> Result<(), ApiError> {
+    let uuid = parse_id(id)?;
+    let mut tx = pool.begin().await?;
+    let current = storage::audiences::lock(&mut tx, tenant, uuid)
+        .await?
+        .ok_or_else(|| ApiError::audience_not_found(id))?;
+    if let Some(precondition) = &if_match {
+        precondition.check(&current.etag)?;
+    }
+    ensure_no_live_dependents(&mut tx, tenant, uuid, "deleted").await?;
+    storage::audiences::delete(&mut tx, tenant, uuid).await?;
+    storage::audiences::refresh_dependents(&mut tx, tenant, &current.dependencies).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The audiences named by `inSegment(..)` in the expression: each must exist in the tenant, not
+/// lead back to this audience, and be published when this one is.
+async fn resolve_dependencies(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    self_id: Uuid,
+    fields: &ClientFields,
+) -> Result<Vec<Uuid>, ApiError> {
+    let Some(expression) = fields.expression_value() else {
+        return Ok(Vec::new());
+    };
+    let referenced = audience::referenced_audiences(expression);
+    if referenced.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unknown = |r: &str| {
+        ApiError::invalid(format!(
+            "Field 'expression' references audience '{r}', which does not exist in this sandbox."
+        ))
+    };
+    let mut ids = Vec::with_capacity(referenced.len());
+    for r in &referenced {
+        let id = Uuid::parse_str(r).map_err(|_| unknown(r))?;
+        if id == self_id {
+            return Err(ApiError::invalid(
+                "Field 'expression' references the audience itself.",
+            ));
+        }
+        ids.push(id);
+    }
+    let states = storage::audiences::states_of(conn, tenant, &ids).await?;
+    for (r, id) in referenced.iter().zip(&ids) {
+        let Some((_, state)) = states.iter().find(|(found, _)| found == id) else {
+            return Err(unknown(r));
+        };
+        if fields.lifecycle == Lifecycle::Published && state != "published" {
+            return Err(ApiError::invalid(format!(
+                "The audience cannot be published: it depends on audience '{r}', which is {state}."
+            )));
+        }
+    }
+    if storage::audiences::reaches(conn, tenant, &ids, self_id).await? {
+        return Err(ApiError::invalid(
+            "Field 'expression' would make audiences depend on each other in a cycle.",
+        ));
+    }
+    Ok(ids)
+}
+
+async fn ensure_no_live_dependents(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    action: &str,
+) -> Result<(), ApiError> {
+    let live: Vec<String> = storage::audiences::dependents_of(conn, tenant, id)
+        .await?
+        .into_iter()
+        .filter(|(_, state)| state != "inactive")
+        .map(|(dependent, _)| dependent.to_string())
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::HasDependents,
+        format!(
+            "The audience {id} cannot be {action}: audiences {} depend on it. Deactivate or delete them first.",
+            live.join(", ")
+        ),
+    ))
+}
+
+fn symmetric_difference(a: &[Uuid], b: &[Uuid]) -> Vec<Uuid> {
+    a.iter()
+        .filter(|x| !b.contains(x))
+        .chain(b.iter().filter(|x| !a.contains(x)))
+        .copied()
+        .collect()
+}
+
+pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> Result<storage::audiences::Page, ApiError> {
+    Ok(storage::audiences::list(pool, tenant, q).await?)
+}
+
+/// The ids of a bulk-get body: `{"ids": [{"id": ".."}]}` or `{"ids": [".."]}`, 1 to 100 of them.
+pub fn bulk_get_ids(body: &Value) -> Result<Vec<String>, ApiError> {
+    let Some(items) = body.get("ids").and_then(Value::as_array) else {
+        return Err(ApiError::bad_body(
+            "Field 'ids' is required and must be an array of ids or of {\"id\": ...} objects.",
+        ));
+    };
+    if items.is_empty() || items.len() > 100 {
+        return Err(ApiError::new(
+            Code::BulkGetSize,
+            format!("Field 'ids' must hold 1 to 100 ids; it holds {}.", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .or_else(|| item.get("id").and_then(Value::as_str))
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::bad_body("Each entry of 'ids' must be a string or an object {\"id\": \"...\"}.")
+                })
+        })
+        .collect()
+}
+
+/// Found audiences by id, as rendered bodies.
+pub async fn bulk_get(pool: &PgPool, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    let uuids: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+    let found = storage::audiences::bulk_get(pool, tenant, &uuids).await?;
+    Ok(ids
+        .iter()
+        .map(|requested| {
+            let body = Uuid::parse_str(requested)
+                .ok()
+                .and_then(|u| found.iter().find(|(id, _)| *id == u))
+                .map(|(_, body)| body.clone());
+            (requested.clone(), body)
+        })
+        .collect())
+}

@@ -1,0 +1,3 @@
+//! Use cases: each one is a transaction that combines the domain rules with storage.
+
+pub mod audiences;

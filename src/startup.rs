@@ -1,0 +1,125 @@
+//! The composition root: database, migrations, HTTP server. `main` and the tests both build the
+//! server here; tests bind port 0.
+
+use std::net::TcpListener;
+
+use actix_web::{dev::Server, middleware::from_fn, web, App, HttpResponse, HttpServer};
+use sqlx::PgPool;
+use utoipa_actix_web::AppExt;
+
+use crate::{
+    api::{self, context, AppState},
+    auth::AuthConfig,
+    config::Settings,
+    embedded_pg::{self, EmbeddedPostgres},
+    openapi, storage,
+};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
+pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
+    if let Some(url) = &settings.database_url {
+        return Ok((storage::connect(url, settings.db_pool_size).await?, None));
+    }
+    let data_dir = settings.data_dir.clone();
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
+    let admin = storage::connect(&pg.admin_url(), 1).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(embedded_pg::DATABASE_NAME)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            embedded_pg::DATABASE_NAME
+        )))
+        .execute(&admin)
+        .await?;
+    }
+    admin.close().await;
+    tracing::info!(url = %pg.url(), "using the embedded PostgreSQL");
+    let pool = storage::connect(&pg.url(), settings.db_pool_size).await?;
+    Ok((pool, Some(pg)))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let (pool, embedded) = database(&settings).await?;
+        storage::MIGRATOR.run(&pool).await?;
+        Self::with_pool(settings, pool, embedded)
+    }
+
+    /// Builds the server on an already migrated pool.
+    pub fn with_pool(
+        settings: Settings,
+        pool: PgPool,
+        embedded: Option<EmbeddedPostgres>,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            auth: AuthConfig::from_settings(&settings),
+            sandboxes: Default::default(),
+            openapi_json: openapi::document_json(),
+        });
+        let mut server = HttpServer::new(move || {
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(api::MAX_BODY_BYTES))
+                .configure(api::configure)
+                .split_for_parts();
+            app.route("/openapi.json", web::get().to(serve_openapi))
+                .default_service(web::to(api::unmatched))
+                .wrap(from_fn(context::normalize_path))
+                .wrap(from_fn(context::request_context))
+        })
+        .listen(listener)?;
+        if let Some(workers) = settings.http_workers {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+        tracing::info!(address = %format!("{}:{port}", settings.host), "listening");
+        Ok(Application {
+            port,
+            server,
+            pool,
+            embedded,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from elsewhere (tests, the worker's owner).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the server handle stops it), then drains and shuts down.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        self.server.await?;
+        self.pool.close().await;
+        if let Some(mut pg) = self.embedded.take() {
+            tokio::task::spawn_blocking(move || pg.stop()).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {
+    api::respond::json_text(actix_web::http::StatusCode::OK, state.openapi_json.clone())
+}

@@ -1,0 +1,283 @@
+//! SQL for UPS audiences. `body` holds the rendered audience; the other columns are its
+//! filterable and sortable fields, written from the same [`Audience`] in one statement.
+
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::violated_constraint;
+use crate::{
+    domain::{
+        audience::Audience,
+        listing::{ListQuery, PropertyField},
+        Tenant,
+    },
+    error::{ApiError, Code},
+};
+
+/// An audience as stored: its rendered JSON text and its current etag.
+pub struct StoredAudience {
+    pub body: String,
+    pub etag: String,
+}
+
+pub async fn get(pool: &PgPool, tenant: &Tenant, id: Uuid) -> sqlx::Result<Option<StoredAudience>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT body::text, etag FROM audiences WHERE sandbox_id = $1 AND id = $2")
+            .bind(tenant.sandbox_id())
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(body, etag)| StoredAudience { body, etag }))
+}
+
+/// Reads an audience and locks its row until the transaction ends, so the write that follows
+/// applies to exactly this version.
+pub async fn lock(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> Result<Option<Audience>, ApiError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(body,)| parse_stored(&body)).transpose()
+}
+
+fn parse_stored(body: &str) -> Result<Audience, ApiError> {
+    let value = serde_json::from_str(body).map_err(ApiError::internal)?;
+    Audience::from_body(value).map_err(ApiError::internal)
+}
+
+fn conflict_or(e: sqlx::Error, audience: &Audience) -> ApiError {
+    if violated_constraint(&e) == Some("audiences_namespace_audience_id_key") {
+        ApiError::new(
+            Code::AudienceConflict,
+            format!(
+                "An audience with namespace '{}' and audienceId '{}' already exists in this sandbox.",
+                audience.fields.namespace(),
+                audience.fields.audience_id()
+            ),
+        )
+    } else {
+        e.into()
+    }
+}
+
+/// Inserts a new audience. A taken (namespace, audienceId) is a 409.
+pub async fn insert(conn: &mut PgConnection, tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
+    let body = render(tenant, audience)?;
+    let f = &audience.fields;
+    sqlx::query(
+        "INSERT INTO audiences (id, sandbox_id, audience_id, namespace, name, description, audience_type,
+             origin_name, lifecycle_state, dataset_id, created_by, schema_name, creation_time,
+             update_time, etag, dependencies, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::json)",
+    )
+    .bind(audience.id)
+    .bind(tenant.sandbox_id())
+    .bind(f.audience_id())
+    .bind(f.namespace())
+    .bind(&f.name)
+    .bind(f.description())
+    .bind(f.audience_type())
+    .bind(f.origin_name())
+    .bind(f.lifecycle.as_str())
+    .bind(f.dataset_id())
+    .bind(&audience.created_by)
+    .bind(f.schema_name())
+    .bind(audience.creation_time)
+    .bind(audience.update_time)
+    .bind(&audience.etag)
+    .bind(&audience.dependencies)
+    .bind(&body)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| conflict_or(e, audience))?;
+    Ok(body)
+}
+
+/// Writes a new version of a locked audience; returns the rendered body.
+pub async fn update(conn: &mut PgConnection, tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
+    let body = render(tenant, audience)?;
+    let f = &audience.fields;
+    sqlx::query(
+        "UPDATE audiences SET name = $3, description = $4, origin_name = $5, lifecycle_state = $6,
+             dataset_id = $7, schema_name = $8, update_time = $9, etag = $10, dependencies = $11,
+             body = $12::json
+         WHERE sandbox_id = $1 AND id = $2",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(audience.id)
+    .bind(&f.name)
+    .bind(f.description())
+    .bind(f.origin_name())
+    .bind(f.lifecycle.as_str())
+    .bind(f.dataset_id())
+    .bind(f.schema_name())
+    .bind(audience.update_time)
+    .bind(&audience.etag)
+    .bind(&audience.dependencies)
+    .bind(&body)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| conflict_or(e, audience))?;
+    Ok(body)
+}
+
+fn render(tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
+    serde_json::to_string(&audience.to_body(tenant)).map_err(ApiError::internal)
+}
+
+pub async fn delete(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM audiences WHERE sandbox_id = $1 AND id = $2")
+        .bind(tenant.sandbox_id())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The lifecycle state of each of `ids` that exists in the tenant. The rows are share-locked so
+/// they cannot change state or vanish before the transaction commits.
+pub async fn states_of(conn: &mut PgConnection, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT id, lifecycle_state FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)
+         ORDER BY id FOR SHARE",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// The audiences whose expressions reference `id`, with their lifecycle states.
+pub async fn dependents_of(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT id, lifecycle_state FROM audiences
+         WHERE sandbox_id = $1 AND dependencies @> ARRAY[$2]::uuid[] ORDER BY id",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Recomputes the `dependents` shown in the bodies of `ids` after a write changed who references
+/// them. The `_etag` is left alone: the audience itself did not change.
+pub async fn refresh_dependents(conn: &mut PgConnection, tenant: &Tenant, ids: &[Uuid]) -> Result<(), ApiError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let Some(mut audience) = lock(conn, tenant, id).await? else {
+            continue;
+        };
+        audience.dependents = dependents_of(conn, tenant, id)
+            .await?
+            .into_iter()
+            .map(|(dependent, _)| dependent)
+            .collect();
+        let body = render(tenant, &audience)?;
+        sqlx::query("UPDATE audiences SET body = $3::json WHERE sandbox_id = $1 AND id = $2")
+            .bind(tenant.sandbox_id())
+            .bind(id)
+            .bind(&body)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One page of a list and the number of audiences that match its filters.
+pub struct Page {
+    /// The page's audiences, already rendered and joined with commas.
+    pub children: String,
+    pub total: i64,
+}
+
+/// Lists a page. Column names come only from the whitelists in `domain::listing`; every value is
+/// a bound parameter. The page and the count are one statement, one round trip.
+pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result<Page> {
+    let mut filters = String::from("sandbox_id = $1");
+    let mut values: Vec<String> = Vec::new();
+    let mut push = |filters: &mut String, clause: &str, value: String| {
+        values.push(value);
+        // $1..$3 are the sandbox, offset and limit.
+        filters.push_str(&clause.replace('?', &format!("${}", values.len() + 3)));
+    };
+    if q.hides_inactive() {
+        filters.push_str(" AND lifecycle_state <> 'inactive'");
+    }
+    for p in &q.properties {
+        let column = p.field.column();
+        let clause = match (p.equals, p.field) {
+            (true, _) => format!(" AND {column} = ?"),
+            (false, PropertyField::Id) => format!(" AND {column} <> ?"),
+            (false, _) => format!(" AND {column} IS DISTINCT FROM ?"),
+        };
+        push(&mut filters, &clause, p.value.clone());
+    }
+    if let Some(name) = &q.name {
+        push(&mut filters, " AND name ILIKE ?", contains_pattern(name));
+    }
+    if let Some(description) = &q.description {
+        push(&mut filters, " AND description ILIKE ?", contains_pattern(description));
+    }
+    if let Some(entity_type) = &q.entity_type {
+        push(&mut filters, " AND schema_name = ?", entity_type.clone());
+    }
+    let column = q.sort.column();
+    let dir = q.direction();
+    let sql = format!(
+        "WITH page AS MATERIALIZED (
+             SELECT id, {column} AS k FROM audiences WHERE {filters}
+             ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3)
+         SELECT (SELECT count(*) FROM audiences WHERE {filters}),
+                coalesce((SELECT string_agg(a.body::text, ',' ORDER BY p.k {dir}, p.id {dir})
+                          FROM page p JOIN audiences a ON a.id = p.id), '')"
+    );
+    let mut query = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql))
+        .bind(tenant.sandbox_id())
+        .bind(q.start)
+        .bind(q.limit);
+    for v in &values {
+        query = query.bind(v);
+    }
+    let (total, children) = query.fetch_one(pool).await?;
+    Ok(Page { children, total })
+}
+
+fn contains_pattern(needle: &str) -> String {
+    let escaped = needle
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// The rendered bodies of those of `ids` that exist in the tenant.
+pub async fn bulk_get(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("SELECT id, body::text FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)")
+        .bind(tenant.sandbox_id())
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// Whether following `dependencies` from `from` reaches `target`: a write that would close a cycle.
+pub async fn reaches(conn: &mut PgConnection, tenant: &Tenant, from: &[Uuid], target: Uuid) -> sqlx::Result<bool> {
+    let (found,): (bool,) = sqlx::query_as(
+        "WITH RECURSIVE walk(id) AS (
+             SELECT unnest($2::uuid[])
+             UNION
+             SELECT d FROM walk JOIN audiences a ON a.sandbox_id = $1 AND a.id = walk.id,
+                  unnest(a.dependencies) AS d)
+         SELECT EXISTS (SELECT 1 FROM walk WHERE id = $3)",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(from)
+    .bind(target)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(found)
+}

@@ -1,0 +1,323 @@
+//! The test harness: a real server on port 0 with its own database, cloned from a migrated
+//! template. The database is `TEST_DATABASE_URL`, else `DATABASE_URL`, else a local PostgreSQL on
+//! 127.0.0.1:5432, else a container started with testcontainers; with none of these the tests fail
+//! saying what to set.
+
+use std::{
+    net::TcpStream,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
+    time::Duration,
+};
+
+use audience_server::{config::Settings, startup::Application, storage};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection, PgPool};
+
+pub const ORG: &str = "1BD6382559DF0C130A49422D@AdobeOrg";
+pub const SANDBOX: &str = "prod";
+pub const TOKEN: &str = "test-token";
+
+/// The server's URL of the maintenance database and the name of the migrated template.
+struct Cluster {
+    admin_url: String,
+    template: String,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+fn admin_url() -> String {
+    for var in ["TEST_DATABASE_URL", "DATABASE_URL"] {
+        if let Ok(url) = std::env::var(var) {
+            if !url.is_empty() {
+                return url;
+            }
+        }
+    }
+    if TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_millis(300)).is_ok() {
+        return "postgres://postgres@127.0.0.1:5432/postgres".into();
+    }
+    if docker_answers() {
+        return start_container();
+    }
+    panic!(
+        "The integration tests need PostgreSQL. Set TEST_DATABASE_URL (or DATABASE_URL) to a server \
+         whose user may create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres, or run \
+         PostgreSQL on 127.0.0.1:5432, or start a Docker engine so testcontainers can start one."
+    );
+}
+
+fn docker_answers() -> bool {
+    std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One container for the whole test binary, owned by a thread that lives as long as the process.
+fn start_container() -> String {
+    use testcontainers_modules::{
+        postgres::Postgres,
+        testcontainers::{runners::AsyncRunner, ImageExt},
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let container = Postgres::default()
+                .with_tag("16-alpine")
+                .start()
+                .await
+                .expect("starting a PostgreSQL container");
+            let port = container.get_host_port_ipv4(5432).await.unwrap();
+            tx.send(format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"))
+                .unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("the container thread died")
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let opts: PgConnectOptions = url.parse().expect("a valid database URL");
+    opts.database(db).to_url_lossy().to_string()
+}
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        // A runtime of its own: each test has its own, and this one outlives none of them.
+        std::thread::spawn(|| {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let admin_url = admin_url();
+                let pid = std::process::id();
+                let template = format!("audtest_tpl_{pid}");
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+                // Databases of earlier runs are dropped; this run's are left for inspection.
+                let stale: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'audtest\\_%' AND datname NOT LIKE $1",
+                )
+                .bind(format!("audtest\\_%{pid}%"))
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+                for db in stale {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+                        .execute(&mut admin)
+                        .await;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{template}\"")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let pool = PgPool::connect(&with_database(&admin_url, &template)).await.unwrap();
+                storage::MIGRATOR.run(&pool).await.expect("migrations apply");
+                pool.close().await;
+                Cluster { admin_url, template }
+            })
+        })
+        .join()
+        .expect("preparing the test database failed")
+    })
+}
+
+/// A fresh, migrated database for one test; returns its URL.
+pub async fn fresh_database() -> String {
+    let cluster = cluster();
+    let name = format!(
+        "audtest_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = PgConnection::connect(&cluster.admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+        cluster.template
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+    with_database(&cluster.admin_url, &name)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub org: String,
+    pub sandbox: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server on its own database, with settings adjusted by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let database_url = fresh_database().await;
+        Self::spawn_on(database_url, tweak).await
+    }
+
+    /// A server on an existing database (a second process on the same data).
+    pub async fn spawn_on(database_url: String, tweak: impl FnOnce(&mut Settings)) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            audience_server::telemetry::init("info", audience_server::config::LogFormat::Text);
+        }
+        let mut settings = Settings::for_database(&database_url);
+        settings.http_workers = Some(1);
+        settings.db_pool_size = 4;
+        tweak(&mut settings);
+        let pool = storage::connect(&database_url, 2).await.unwrap();
+        let app = Application::with_pool(settings, storage::connect(&database_url, 4).await.unwrap(), None)
+            .expect("the server builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            database_url,
+            pool,
+            client: reqwest::Client::new(),
+            org: ORG.into(),
+            sandbox: SANDBOX.into(),
+            handle,
+        }
+    }
+
+    /// A request with every header the API requires.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("x-api-key", "test-key")
+            .header("x-gw-ims-org-id", &self.org)
+            .header("x-sandbox-name", &self.sandbox)
+    }
+
+    /// The same server seen from another tenant.
+    pub fn as_tenant(&self, org: &str, sandbox: &str) -> TenantView<'_> {
+        TenantView { app: self, org: org.into(), sandbox: sandbox.into() }
+    }
+
+    pub fn ups(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, &format!("/data/core/ups{path}"))
+    }
+
+    pub async fn create_audience(&self, body: &Value) -> Response {
+        self.ups(Method::POST, "/audiences").json(body).send().await.unwrap()
+    }
+
+    /// Creates an audience that must succeed and returns its body.
+    pub async fn created(&self, body: Value) -> Value {
+        let res = self.create_audience(&body).await;
+        assert_eq!(res.status(), 200, "create failed");
+        res.json().await.unwrap()
+    }
+
+    pub async fn get_audience(&self, id: &str) -> Response {
+        self.ups(Method::GET, &format!("/audiences/{id}")).send().await.unwrap()
+    }
+
+    pub async fn put_audience(&self, id: &str, body: &Value) -> Response {
+        self.ups(Method::PUT, &format!("/audiences/{id}")).json(body).send().await.unwrap()
+    }
+
+    pub async fn patch_audience(&self, id: &str, ops: &Value) -> Response {
+        self.ups(Method::PATCH, &format!("/audiences/{id}")).json(ops).send().await.unwrap()
+    }
+
+    pub async fn delete_audience(&self, id: &str) -> Response {
+        self.ups(Method::DELETE, &format!("/audiences/{id}")).send().await.unwrap()
+    }
+
+    pub async fn list(&self, query: &str) -> Response {
+        self.ups(Method::GET, &format!("/audiences?{query}")).send().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the server's worker threads so their connections go back before the next test.
+        let stop = self.handle.stop(false);
+        drop(stop);
+    }
+}
+
+pub struct TenantView<'a> {
+    app: &'a TestApp,
+    org: String,
+    sandbox: String,
+}
+
+impl TenantView<'_> {
+    pub fn ups(&self, method: Method, path: &str) -> RequestBuilder {
+        self.app
+            .client
+            .request(method, format!("{}/data/core/ups{path}", self.app.address))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("x-api-key", "test-key")
+            .header("x-gw-ims-org-id", &self.org)
+            .header("x-sandbox-name", &self.sandbox)
+    }
+}
+
+/// Asserts that a response is an error in the service's shape with this status and code, and
+/// returns its message.
+pub async fn assert_error(res: Response, status: u16, code: &str) -> String {
+    let got = res.status().as_u16();
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .expect("every response has x-request-id");
+    let body: Value = res.json().await.expect("error bodies are JSON");
+    assert_eq!(got, status, "status; body: {body}");
+    assert_eq!(body["status"], status, "body: {body}");
+    assert_eq!(body["type"], format!("https://ns.adobe.com/aep/errors/{code}"), "body: {body}");
+    assert_eq!(body["requestId"], request_id.as_str());
+    let detail = &body["errors"][status.to_string()][0];
+    assert_eq!(detail["code"], code);
+    assert_eq!(detail["message"], body["title"]);
+    body["title"].as_str().unwrap().to_owned()
+}
+
+/// The seed's platform-generated audience.
+pub fn platform_audience() -> Value {
+    serde_json::json!({
+        "name": "People who ordered in the last 30 days",
+        "profileInstanceId": "ups",
+        "description": "Last 30 days",
+        "type": "SegmentDefinition",
+        "expression": {"type": "PQL", "format": "pql/text", "value": "workAddress.country = \"US\""},
+        "schema": {"name": "_xdm.context.profile"},
+        "labels": ["core/C1"],
+        "ttlInDays": 60
+    })
+}
+
+/// The seed's externally generated audience.
+pub fn external_audience() -> Value {
+    serde_json::json!({
+        "audienceId": "test-external-audience-id",
+        "name": "externalAudience",
+        "namespace": "aam",
+        "description": "Last 30 days",
+        "type": "ExternalSegment",
+        "originName": "CUSTOM_UPLOAD",
+        "lifecycleState": "published",
+        "datasetId": "6254cf3c97f8e31b639fb14d",
+        "labels": ["core/C1"],
+        "linkedAudienceRef": {"flowId": "4685ea90-d2b6-11ec-9d64-0242ac120002"}
+    })
+}

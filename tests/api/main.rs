@@ -1,0 +1,5 @@
+//! Black-box tests of the server over HTTP against a real PostgreSQL.
+
+mod audiences;
+mod foundation;
+mod helpers;
