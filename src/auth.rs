@@ -58,7 +58,8 @@ pub fn authenticate(config: &AuthConfig, token: &str, org: &str) -> Result<Calle
             let data = jsonwebtoken::decode::<Claims>(token.as_bytes(), key, validation)
                 .map_err(|_| ApiError::new(Code::TokenInvalid, "Oauth token is not valid"))?;
             let claims = data.claims;
-            let allowed = claims.orgs.iter().any(|o| o == org) || claims.org.as_deref() == Some(org);
+            let allowed =
+                claims.orgs.iter().any(|o| o == org) || claims.org.as_deref() == Some(org);
             if !allowed {
                 return Err(ApiError::new(Code::ProfileNotValid, "Profile is not valid"));
             }
@@ -121,13 +122,43 @@ mod tests {
         settings.jwt_secret = Some(crate::config::Secret("secret".into()));
         let config = AuthConfig::from_settings(&settings);
         let exp = chrono::Utc::now().timestamp() + 3600;
-        let good = jwt(serde_json::json!({"sub": "u", "exp": exp, "orgs": ["A@AdobeOrg"]}), "secret");
-        assert_eq!(authenticate(&config, &good, "A@AdobeOrg").unwrap().user_id, "u");
-        assert_eq!(authenticate(&config, &good, "B@AdobeOrg").unwrap_err().code, Code::ProfileNotValid);
-        let forged = jwt(serde_json::json!({"sub": "u", "exp": exp, "org": "A@AdobeOrg"}), "other");
-        assert_eq!(authenticate(&config, &forged, "A@AdobeOrg").unwrap_err().code, Code::TokenInvalid);
-        let expired = jwt(serde_json::json!({"sub": "u", "exp": exp - 7200, "org": "A@AdobeOrg"}), "secret");
-        assert_eq!(authenticate(&config, &expired, "A@AdobeOrg").unwrap_err().code, Code::TokenInvalid);
-        assert_eq!(authenticate(&config, "opaque", "A@AdobeOrg").unwrap_err().code, Code::TokenInvalid);
+        let good = jwt(
+            serde_json::json!({"sub": "u", "exp": exp, "orgs": ["A@AdobeOrg"]}),
+            "secret",
+        );
+        assert_eq!(
+            authenticate(&config, &good, "A@AdobeOrg").unwrap().user_id,
+            "u"
+        );
+        assert_eq!(
+            authenticate(&config, &good, "B@AdobeOrg").unwrap_err().code,
+            Code::ProfileNotValid
+        );
+        let forged = jwt(
+            serde_json::json!({"sub": "u", "exp": exp, "org": "A@AdobeOrg"}),
+            "other",
+        );
+        assert_eq!(
+            authenticate(&config, &forged, "A@AdobeOrg")
+                .unwrap_err()
+                .code,
+            Code::TokenInvalid
+        );
+        let expired = jwt(
+            serde_json::json!({"sub": "u", "exp": exp - 7200, "org": "A@AdobeOrg"}),
+            "secret",
+        );
+        assert_eq!(
+            authenticate(&config, &expired, "A@AdobeOrg")
+                .unwrap_err()
+                .code,
+            Code::TokenInvalid
+        );
+        assert_eq!(
+            authenticate(&config, "opaque", "A@AdobeOrg")
+                .unwrap_err()
+                .code,
+            Code::TokenInvalid
+        );
     }
 }

@@ -42,7 +42,10 @@ impl EmbeddedPostgres {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{DATABASE_NAME}", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{DATABASE_NAME}",
+            self.port
+        )
     }
 
     /// Starts (initialising on first use) a PostgreSQL keeping its data in `<data_dir>/pg`.
@@ -51,7 +54,11 @@ impl EmbeddedPostgres {
         fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = fs::canonicalize(data_dir)?;
         let pgdata = data_dir.join("pg");
-        let account = if is_root() { Some(postgres_account()?) } else { None };
+        let account = if is_root() {
+            Some(postgres_account()?)
+        } else {
+            None
+        };
         if !pgdata.join("PG_VERSION").exists() {
             init(&bindir, &pgdata, account)?;
         }
@@ -115,7 +122,11 @@ impl EmbeddedPostgres {
     fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if self.supervisor.as_ref().is_some_and(JoinHandle::is_finished) {
+            if self
+                .supervisor
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+            {
                 bail!("postgres exited during start");
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -172,7 +183,15 @@ fn init(bindir: &Path, pgdata: &Path, account: Option<(u32, u32)>) -> anyhow::Re
     let mut cmd = Command::new(bindir.join("initdb"));
     cmd.arg("-D")
         .arg(pgdata)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ])
         .stdin(Stdio::null());
     if let Some((uid, gid)) = account {
         cmd.uid(uid).gid(gid);

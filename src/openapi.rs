@@ -4,7 +4,9 @@
 use actix_web::App;
 use utoipa::{
     openapi::{
-        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        },
         OpenApi as Document,
     },
     Modify, OpenApi,
@@ -78,7 +80,9 @@ pub fn document() -> Document {
 
 /// The document as committed in `openapi/openapi.json`.
 pub fn document_json() -> String {
-    let mut text = document().to_pretty_json().expect("the OpenAPI document serialises");
+    let mut text = document()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
     text.push('\n');
     text
 }

@@ -30,10 +30,11 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<Emb
     let data_dir = settings.data_dir.clone();
     let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
     let admin = storage::connect(&pg.admin_url(), 1).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(embedded_pg::DATABASE_NAME)
-        .fetch_one(&admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(embedded_pg::DATABASE_NAME)
+            .fetch_one(&admin)
+            .await?;
     if !exists {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE {}",

@@ -127,7 +127,11 @@ pub async fn create_audience(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&body, Code::BadBody)?;
     let written = service::create(&state.pool, &tenant, &caller, body).await?;
-    Ok(respond::audience(StatusCode::OK, written.body, &written.etag))
+    Ok(respond::audience(
+        StatusCode::OK,
+        written.body,
+        &written.etag,
+    ))
 }
 
 /// Get several audiences at once.
@@ -241,8 +245,13 @@ pub async fn replace_audience(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&body, Code::BadBody)?;
-    let written = service::replace(&state.pool, &tenant, &caller, &id, if_match(&req), body).await?;
-    Ok(respond::audience(StatusCode::OK, written.body, &written.etag))
+    let written =
+        service::replace(&state.pool, &tenant, &caller, &id, if_match(&req), body).await?;
+    Ok(respond::audience(
+        StatusCode::OK,
+        written.body,
+        &written.etag,
+    ))
 }
 
 /// Patch an audience.
@@ -274,7 +283,11 @@ pub async fn patch_audience(
 ) -> Result<HttpResponse, ApiError> {
     let ops = json_body(&body, Code::BadBody)?;
     let written = service::patch(&state.pool, &tenant, &caller, &id, if_match(&req), ops).await?;
-    Ok(respond::audience(StatusCode::OK, written.body, &written.etag))
+    Ok(respond::audience(
+        StatusCode::OK,
+        written.body,
+        &written.etag,
+    ))
 }
 
 /// Delete an audience.

@@ -42,9 +42,8 @@ fn new_request_id() -> String {
 /// A caller's id is echoed when it is a sane header value; otherwise one is made.
 fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?.trim();
-    let sane = !value.is_empty()
-        && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_graphic());
+    let sane =
+        !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
     sane.then(|| value.to_owned())
 }
 
@@ -97,6 +96,7 @@ fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> 
     let code = match status.as_u16() {
         404 => Code::RouteNotFound,
         405 => Code::MethodNotAllowed,
+        413 => Code::PayloadTooLarge,
         415 => Code::UnsupportedMediaType,
         s if s >= 500 => Code::Internal,
         _ => Code::BadBody,
@@ -123,7 +123,11 @@ pub async fn normalize_path(
         rewritten = Some(format!("/data{current}"));
     }
     if let Some(new_path) = rewritten {
-        let new_path = if new_path.is_empty() { "/".to_owned() } else { new_path };
+        let new_path = if new_path.is_empty() {
+            "/".to_owned()
+        } else {
+            new_path
+        };
         let pq = match req.uri().query() {
             Some(q) => format!("{new_path}?{q}"),
             None => new_path,

@@ -28,7 +28,9 @@ pub async fn gate(
         Ok((tenant, caller)) => {
             req.extensions_mut().insert(tenant);
             req.extensions_mut().insert(caller);
-            next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body)
         }
         Err(e) => {
             let response = actix_web::ResponseError::error_response(&e);
@@ -45,7 +47,10 @@ fn header_str<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-async fn admit(req: &ServiceRequest, state: &AppState) -> Result<(Tenant, crate::domain::Caller), ApiError> {
+async fn admit(
+    req: &ServiceRequest,
+    state: &AppState,
+) -> Result<(Tenant, crate::domain::Caller), ApiError> {
     let authorization = req.headers().get(header::AUTHORIZATION);
     let Some(authorization) = authorization else {
         return Err(ApiError::new(Code::TokenMissing, "Oauth token is missing."));
@@ -53,7 +58,10 @@ async fn admit(req: &ServiceRequest, state: &AppState) -> Result<(Tenant, crate:
     let token = authorization
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::new(Code::TokenInvalid, "Oauth token is not valid"))?;
@@ -83,7 +91,10 @@ async fn admit(req: &ServiceRequest, state: &AppState) -> Result<(Tenant, crate:
         ));
     }
     check_content_type(req)?;
-    let tenant = state.sandboxes.resolve(&state.pool, org, sandbox_name).await?;
+    let tenant = state
+        .sandboxes
+        .resolve(&state.pool, org, sandbox_name)
+        .await?;
     Ok((tenant, token))
 }
 

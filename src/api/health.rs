@@ -19,7 +19,10 @@ use super::AppState;
 #[get("/health")]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
-    let up = matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(1)));
+    let up = matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Ok(1))
+    );
     let body = json!({ "status": if up { "ok" } else { "unavailable" }, "database": if up { "up" } else { "down" } });
     if up {
         HttpResponse::Ok().json(body)

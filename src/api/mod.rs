@@ -138,7 +138,9 @@ const KNOWN_PATHS: &[&str] = &[
 /// The answer for any request no route took.
 pub async fn unmatched(req: HttpRequest) -> HttpResponse {
     let path = req.path();
-    let known = KNOWN_PATHS.iter().any(|p| ResourceDef::new(*p).is_match(path));
+    let known = KNOWN_PATHS
+        .iter()
+        .any(|p| ResourceDef::new(*p).is_match(path));
     if known {
         respond::error_body(
             Code::MethodNotAllowed,

@@ -112,13 +112,18 @@ fn expect_object(value: Value, what: &str) -> Result<Map<String, Value>, ApiErro
     }
 }
 
+/// A client document after [`check_fields`]: the fields, the name, the lifecycle if one was sent.
+type CheckedFields = (Map<String, Value>, String, Option<Lifecycle>);
+
 /// Checks the type of every known client field and normalises the lenient forms (a bare schema
 /// string, `active`). `name` is required. Unknown fields are kept as given.
-fn check_fields(mut doc: Map<String, Value>) -> Result<(Map<String, Value>, String, Option<Lifecycle>), ApiError> {
+fn check_fields(mut doc: Map<String, Value>) -> Result<CheckedFields, ApiError> {
     strip_system_fields(&mut doc);
     let name = match doc.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(ApiError::bad_body("Field 'name' must not be empty.")),
+        Some(Value::String(_)) => {
+            return Err(ApiError::bad_body("Field 'name' must not be empty."))
+        }
         Some(_) => return Err(ApiError::bad_body("Field 'name' must be a string.")),
         None => return Err(ApiError::bad_body("Field 'name' is required.")),
     };
@@ -134,13 +139,19 @@ fn check_fields(mut doc: Map<String, Value>) -> Result<(Map<String, Value>, Stri
         match doc.get(key) {
             None | Some(Value::String(_)) => {}
             Some(Value::Null) if key == "description" => {}
-            Some(_) => return Err(ApiError::bad_body(format!("Field '{key}' must be a string."))),
+            Some(_) => {
+                return Err(ApiError::bad_body(format!(
+                    "Field '{key}' must be a string."
+                )))
+            }
         }
     }
     for key in ["namespace", "audienceId"] {
         if let Some(Value::String(s)) = doc.get(key) {
             if s.trim().is_empty() {
-                return Err(ApiError::bad_body(format!("Field '{key}' must not be empty.")));
+                return Err(ApiError::bad_body(format!(
+                    "Field '{key}' must not be empty."
+                )));
             }
         }
     }
@@ -152,7 +163,11 @@ fn check_fields(mut doc: Map<String, Value>) -> Result<(Map<String, Value>, Stri
     ] {
         match doc.get(key) {
             None | Some(Value::Object(_)) => {}
-            Some(_) => return Err(ApiError::bad_body(format!("Field '{key}' must be an object."))),
+            Some(_) => {
+                return Err(ApiError::bad_body(format!(
+                    "Field '{key}' must be an object."
+                )))
+            }
         }
     }
     if let Some(v) = doc.get("overridePerformanceWarnings") {
@@ -173,11 +188,11 @@ fn check_fields(mut doc: Map<String, Value>) -> Result<(Map<String, Value>, Stri
         }
     }
     if let Some(v) = doc.get("labels") {
-        let ok = v
-            .as_array()
-            .is_some_and(|a| a.iter().all(Value::is_string));
+        let ok = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
         if !ok {
-            return Err(ApiError::bad_body("Field 'labels' must be an array of strings."));
+            return Err(ApiError::bad_body(
+                "Field 'labels' must be an array of strings.",
+            ));
         }
     }
     if let Some(v) = doc.get("ttlInDays") {
@@ -228,7 +243,11 @@ fn check_fields(mut doc: Map<String, Value>) -> Result<(Map<String, Value>, Stri
     let lifecycle = match doc.get("lifecycleState") {
         None => None,
         Some(Value::String(s)) => Some(Lifecycle::parse(s)?),
-        Some(_) => return Err(ApiError::invalid("Field 'lifecycleState' must be a string.")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Field 'lifecycleState' must be a string.",
+            ))
+        }
     };
     Ok((doc, name, lifecycle))
 }
@@ -276,11 +295,7 @@ fn infer_type(doc: &Map<String, Value>) -> &'static str {
     }
 }
 
-fn finish(
-    mut doc: Map<String, Value>,
-    name: String,
-    lifecycle: Lifecycle,
-) -> ClientFields {
+fn finish(mut doc: Map<String, Value>, name: String, lifecycle: Lifecycle) -> ClientFields {
     doc.insert("lifecycleState".into(), json!(lifecycle.as_str()));
     ClientFields {
         doc,
@@ -329,7 +344,11 @@ pub fn replaced_fields(current: &Audience, body: Value) -> Result<ClientFields, 
 
 /// Applies an RFC 6902 patch to the audience as a client sees it and validates the result as a
 /// whole. `test` may read any field; other operations may not touch system or immutable fields.
-pub fn patched_fields(current: &Audience, tenant: &Tenant, ops: Value) -> Result<ClientFields, ApiError> {
+pub fn patched_fields(
+    current: &Audience,
+    tenant: &Tenant,
+    ops: Value,
+) -> Result<ClientFields, ApiError> {
     let Value::Array(raw_ops) = &ops else {
         return Err(ApiError::bad_body(
             "The request body must be a JSON Patch array of operations.",
@@ -346,7 +365,10 @@ pub fn patched_fields(current: &Audience, tenant: &Tenant, ops: Value) -> Result
             json_patch::PatchErrorKind::TestFailed => "the test failed".to_owned(),
             ref other => other.to_string(),
         };
-        ApiError::invalid(format!("JSON Patch operation {} failed: {what}", e.operation))
+        ApiError::invalid(format!(
+            "JSON Patch operation {} failed: {what}",
+            e.operation
+        ))
     })?;
     let (doc, name, lifecycle) = check_fields(expect_object(doc, "an audience")?)?;
     let lifecycle = lifecycle.unwrap_or(current.fields.lifecycle);
@@ -421,7 +443,11 @@ pub fn referenced_audiences(expression: &str) -> Vec<String> {
 /// second of the write, as Adobe's do.
 pub fn new_etag(now_ms: i64) -> String {
     let random = Uuid::new_v4().simple().to_string();
-    format!("\"{}-0000-0200-0000-{:08x}0000\"", &random[..8], now_ms / 1000)
+    format!(
+        "\"{}-0000-0200-0000-{:08x}0000\"",
+        &random[..8],
+        now_ms / 1000
+    )
 }
 
 /// Milliseconds since the epoch.
@@ -438,7 +464,12 @@ fn profile_union() -> Value {
 }
 
 impl Audience {
-    pub fn create(id: Uuid, fields: ClientFields, caller: &Caller, dependencies: Vec<Uuid>) -> Self {
+    pub fn create(
+        id: Uuid,
+        fields: ClientFields,
+        caller: &Caller,
+        dependencies: Vec<Uuid>,
+    ) -> Self {
         let now = now_ms();
         Audience {
             id,
@@ -566,7 +597,11 @@ mod tests {
     #[test]
     fn platform_audience_gets_its_defaults() {
         let id = Uuid::new_v4();
-        let f = new_fields(json!({"name": "n", "expression": {"type":"PQL","format":"pql/text","value":"x"}}), id).unwrap();
+        let f = new_fields(
+            json!({"name": "n", "expression": {"type":"PQL","format":"pql/text","value":"x"}}),
+            id,
+        )
+        .unwrap();
         assert_eq!(f.audience_type(), SEGMENT_DEFINITION);
         assert_eq!(f.audience_id(), id.to_string());
         assert_eq!(f.namespace(), "AEPSegments");
@@ -578,7 +613,11 @@ mod tests {
 
     #[test]
     fn external_audience_is_inferred_and_keeps_its_id() {
-        let f = new_fields(json!({"name": "n", "audienceId": "ext-1", "namespace": "aam"}), Uuid::new_v4()).unwrap();
+        let f = new_fields(
+            json!({"name": "n", "audienceId": "ext-1", "namespace": "aam"}),
+            Uuid::new_v4(),
+        )
+        .unwrap();
         assert_eq!(f.audience_type(), EXTERNAL_SEGMENT);
         assert_eq!(f.audience_id(), "ext-1");
         assert_eq!(f.origin_name(), Some("CUSTOM_UPLOAD"));
@@ -588,7 +627,10 @@ mod tests {
     #[test]
     fn bare_schema_string_becomes_an_object_and_active_is_published() {
         let f = new_fields(json!({"name": "n", "schema": "_xdm.context.experienceevent", "lifecycleState": "active"}), Uuid::new_v4()).unwrap();
-        assert_eq!(f.doc["schema"], json!({"name": "_xdm.context.experienceevent"}));
+        assert_eq!(
+            f.doc["schema"],
+            json!({"name": "_xdm.context.experienceevent"})
+        );
         assert_eq!(f.doc["lifecycleState"], json!("published"));
     }
 
@@ -599,9 +641,15 @@ mod tests {
             (json!({"name": 3}), "'name' must be a string"),
             (json!({"name": "n", "labels": [1]}), "'labels'"),
             (json!({"name": "n", "ttlInDays": 0}), "'ttlInDays'"),
-            (json!({"name": "n", "expression": {"type": "PQL"}}), "'expression.format'"),
+            (
+                json!({"name": "n", "expression": {"type": "PQL"}}),
+                "'expression.format'",
+            ),
             (json!({"name": "n", "type": "Other"}), "'type'"),
-            (json!({"name": "n", "lifecycleState": "deleted"}), "'lifecycleState'"),
+            (
+                json!({"name": "n", "lifecycleState": "deleted"}),
+                "'lifecycleState'",
+            ),
             (json!([1]), "JSON object"),
         ];
         for (body, needle) in cases {
@@ -612,7 +660,11 @@ mod tests {
 
     #[test]
     fn system_fields_sent_by_a_client_are_ignored_and_unknown_fields_kept() {
-        let f = new_fields(json!({"name": "n", "id": "x", "_etag": "y", "creationTime": 1, "custom": {"a": 1}}), Uuid::new_v4()).unwrap();
+        let f = new_fields(
+            json!({"name": "n", "id": "x", "_etag": "y", "creationTime": 1, "custom": {"a": 1}}),
+            Uuid::new_v4(),
+        )
+        .unwrap();
         assert!(!f.doc.contains_key("id") && !f.doc.contains_key("_etag"));
         assert_eq!(f.doc["custom"], json!({"a": 1}));
     }
@@ -629,24 +681,51 @@ mod tests {
     #[test]
     fn put_refuses_changed_immutables_and_keeps_them_when_absent() {
         let id = Uuid::new_v4();
-        let a = Audience::create(id, new_fields(json!({"name": "n", "audienceId": "e", "namespace": "aam"}), id).unwrap(), &caller(), vec![]);
+        let a = Audience::create(
+            id,
+            new_fields(
+                json!({"name": "n", "audienceId": "e", "namespace": "aam"}),
+                id,
+            )
+            .unwrap(),
+            &caller(),
+            vec![],
+        );
         let err = replaced_fields(&a, json!({"name": "m", "namespace": "other"})).unwrap_err();
         assert!(err.message.contains("'namespace' is immutable"));
         let f = replaced_fields(&a, json!({"name": "m"})).unwrap();
-        assert_eq!((f.namespace(), f.audience_id(), f.audience_type()), ("aam", "e", EXTERNAL_SEGMENT));
+        assert_eq!(
+            (f.namespace(), f.audience_id(), f.audience_type()),
+            ("aam", "e", EXTERNAL_SEGMENT)
+        );
     }
 
     #[test]
     fn patch_refuses_system_and_immutable_paths_but_allows_test() {
         let id = Uuid::new_v4();
-        let a = Audience::create(id, new_fields(json!({"name": "n"}), id).unwrap(), &caller(), vec![]);
+        let a = Audience::create(
+            id,
+            new_fields(json!({"name": "n"}), id).unwrap(),
+            &caller(),
+            vec![],
+        );
         for path in ["/id", "/_etag", "/namespace", "/audienceId/x", "/type", ""] {
-            let err = patched_fields(&a, &tenant(), json!([{"op": "replace", "path": path, "value": "v"}])).unwrap_err();
+            let err = patched_fields(
+                &a,
+                &tenant(),
+                json!([{"op": "replace", "path": path, "value": "v"}]),
+            )
+            .unwrap_err();
             assert_eq!(err.code, crate::error::Code::AudienceInvalid, "{path}");
         }
         let ok = patched_fields(&a, &tenant(), json!([{"op": "test", "path": "/id", "value": id}, {"op": "add", "path": "/description", "value": "d"}])).unwrap();
         assert_eq!(ok.description(), Some("d"));
-        let failed = patched_fields(&a, &tenant(), json!([{"op": "test", "path": "/name", "value": "other"}])).unwrap_err();
+        let failed = patched_fields(
+            &a,
+            &tenant(),
+            json!([{"op": "test", "path": "/name", "value": "other"}]),
+        )
+        .unwrap_err();
         assert!(failed.message.contains("test failed"));
     }
 

@@ -173,7 +173,10 @@ impl ListQuery {
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
                         .ok_or_else(|| {
-                            ApiError::bad_param("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+                            ApiError::bad_param(
+                                "limit",
+                                format!("must be an integer from 1 to {MAX_LIMIT}"),
+                            )
                         })?;
                     continue;
                 }
@@ -229,7 +232,10 @@ impl ListQuery {
         out.append_pair("limit", &self.limit.to_string());
         let has_sort = self.passthrough.iter().any(|(k, _)| k == "sort");
         if !has_sort {
-            out.append_pair("sort", &format!("{}:{}", self.sort.api_name(), self.direction()));
+            out.append_pair(
+                "sort",
+                &format!("{}:{}", self.sort.api_name(), self.direction()),
+            );
         }
         for (k, v) in &self.passthrough {
             out.append_pair(k, v);
@@ -285,14 +291,27 @@ mod tests {
     #[test]
     fn defaults() {
         let q = ListQuery::parse("").unwrap();
-        assert_eq!((q.start, q.limit, q.sort, q.descending), (0, 20, SortField::UpdateTime, true));
+        assert_eq!(
+            (q.start, q.limit, q.sort, q.descending),
+            (0, 20, SortField::UpdateTime, true)
+        );
         assert!(q.hides_inactive());
     }
 
     #[test]
     fn form_encoding_and_property_operators() {
-        let q = ListQuery::parse("property=name%3D%3DMy+audience&property=lifecycleState!=draft&name=a+b").unwrap();
-        assert_eq!(q.properties[0], PropertyFilter { field: PropertyField::Name, equals: true, value: "My audience".into() });
+        let q = ListQuery::parse(
+            "property=name%3D%3DMy+audience&property=lifecycleState!=draft&name=a+b",
+        )
+        .unwrap();
+        assert_eq!(
+            q.properties[0],
+            PropertyFilter {
+                field: PropertyField::Name,
+                equals: true,
+                value: "My audience".into()
+            }
+        );
         assert!(!q.properties[1].equals);
         assert_eq!(q.name.as_deref(), Some("a b"));
         assert!(!q.hides_inactive());
@@ -318,6 +337,9 @@ mod tests {
     #[test]
     fn next_link_keeps_filters() {
         let q = ListQuery::parse("limit=2&name=x+y&property=namespace==aam&totalCount=5").unwrap();
-        assert_eq!(q.link_query(2), "start=2&limit=2&sort=updateTime:desc&name=x+y&property=namespace%3D%3Daam");
+        assert_eq!(
+            q.link_query(2),
+            "start=2&limit=2&sort=updateTime:desc&name=x+y&property=namespace%3D%3Daam"
+        );
     }
 }

@@ -54,7 +54,12 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<StoredAudie
         .ok_or_else(|| ApiError::audience_not_found(id))
 }
 
-pub async fn create(pool: &PgPool, tenant: &Tenant, caller: &Caller, body: Value) -> Result<Written, ApiError> {
+pub async fn create(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    body: Value,
+) -> Result<Written, ApiError> {
     let id = Uuid::new_v4();
     let fields = audience::new_fields(body, id)?;
     let mut tx = pool.begin().await?;
@@ -131,7 +136,12 @@ async fn update_with(
     })
 }
 
-pub async fn delete(pool: &PgPool, tenant: &Tenant, id: &str, if_match: Option<IfMatch>) -> Result<(), ApiError> {
+pub async fn delete(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: &str,
+    if_match: Option<IfMatch>,
+) -> Result<(), ApiError> {
     let uuid = parse_id(id)?;
     let mut tx = pool.begin().await?;
     let current = storage::audiences::lock(&mut tx, tenant, uuid)
@@ -228,7 +238,11 @@ fn symmetric_difference(a: &[Uuid], b: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> Result<storage::audiences::Page, ApiError> {
+pub async fn list(
+    pool: &PgPool,
+    tenant: &Tenant,
+    q: &ListQuery,
+) -> Result<storage::audiences::Page, ApiError> {
     Ok(storage::audiences::list(pool, tenant, q).await?)
 }
 
@@ -242,7 +256,10 @@ pub fn bulk_get_ids(body: &Value) -> Result<Vec<String>, ApiError> {
     if items.is_empty() || items.len() > 100 {
         return Err(ApiError::new(
             Code::BulkGetSize,
-            format!("Field 'ids' must hold 1 to 100 ids; it holds {}.", items.len()),
+            format!(
+                "Field 'ids' must hold 1 to 100 ids; it holds {}.",
+                items.len()
+            ),
         ));
     }
     items
@@ -252,14 +269,20 @@ pub fn bulk_get_ids(body: &Value) -> Result<Vec<String>, ApiError> {
                 .or_else(|| item.get("id").and_then(Value::as_str))
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    ApiError::bad_body("Each entry of 'ids' must be a string or an object {\"id\": \"...\"}.")
+                    ApiError::bad_body(
+                        "Each entry of 'ids' must be a string or an object {\"id\": \"...\"}.",
+                    )
                 })
         })
         .collect()
 }
 
 /// Found audiences by id, as rendered bodies.
-pub async fn bulk_get(pool: &PgPool, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<String>)>, ApiError> {
+pub async fn bulk_get(
+    pool: &PgPool,
+    tenant: &Tenant,
+    ids: &[String],
+) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let uuids: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
     let found = storage::audiences::bulk_get(pool, tenant, &uuids).await?;
     Ok(ids

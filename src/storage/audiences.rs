@@ -32,7 +32,11 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: Uuid) -> sqlx::Result<Optio
 
 /// Reads an audience and locks its row until the transaction ends, so the write that follows
 /// applies to exactly this version.
-pub async fn lock(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> Result<Option<Audience>, ApiError> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<Audience>, ApiError> {
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2 FOR UPDATE",
     )
@@ -64,7 +68,11 @@ fn conflict_or(e: sqlx::Error, audience: &Audience) -> ApiError {
 }
 
 /// Inserts a new audience. A taken (namespace, audienceId) is a 409.
-pub async fn insert(conn: &mut PgConnection, tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience: &Audience,
+) -> Result<String, ApiError> {
     let body = render(tenant, audience)?;
     let f = &audience.fields;
     sqlx::query(
@@ -97,7 +105,11 @@ pub async fn insert(conn: &mut PgConnection, tenant: &Tenant, audience: &Audienc
 }
 
 /// Writes a new version of a locked audience; returns the rendered body.
-pub async fn update(conn: &mut PgConnection, tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience: &Audience,
+) -> Result<String, ApiError> {
     let body = render(tenant, audience)?;
     let f = &audience.fields;
     sqlx::query(
@@ -139,7 +151,11 @@ pub async fn delete(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx:
 
 /// The lifecycle state of each of `ids` that exists in the tenant. The rows are share-locked so
 /// they cannot change state or vanish before the transaction commits.
-pub async fn states_of(conn: &mut PgConnection, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+pub async fn states_of(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as(
         "SELECT id, lifecycle_state FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)
          ORDER BY id FOR SHARE",
@@ -151,7 +167,11 @@ pub async fn states_of(conn: &mut PgConnection, tenant: &Tenant, ids: &[Uuid]) -
 }
 
 /// The audiences whose expressions reference `id`, with their lifecycle states.
-pub async fn dependents_of(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
+pub async fn dependents_of(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as(
         "SELECT id, lifecycle_state FROM audiences
          WHERE sandbox_id = $1 AND dependencies @> ARRAY[$2]::uuid[] ORDER BY id",
@@ -164,7 +184,11 @@ pub async fn dependents_of(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -
 
 /// Recomputes the `dependents` shown in the bodies of `ids` after a write changed who references
 /// them. The `_etag` is left alone: the audience itself did not change.
-pub async fn refresh_dependents(conn: &mut PgConnection, tenant: &Tenant, ids: &[Uuid]) -> Result<(), ApiError> {
+pub async fn refresh_dependents(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    ids: &[Uuid],
+) -> Result<(), ApiError> {
     let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
@@ -221,7 +245,11 @@ pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result
         push(&mut filters, " AND name ILIKE ?", contains_pattern(name));
     }
     if let Some(description) = &q.description {
-        push(&mut filters, " AND description ILIKE ?", contains_pattern(description));
+        push(
+            &mut filters,
+            " AND description ILIKE ?",
+            contains_pattern(description),
+        );
     }
     if let Some(entity_type) = &q.entity_type {
         push(&mut filters, " AND schema_name = ?", entity_type.clone());
@@ -256,7 +284,11 @@ fn contains_pattern(needle: &str) -> String {
 }
 
 /// The rendered bodies of those of `ids` that exist in the tenant.
-pub async fn bulk_get(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+pub async fn bulk_get(
+    pool: &PgPool,
+    tenant: &Tenant,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as("SELECT id, body::text FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)")
         .bind(tenant.sandbox_id())
         .bind(ids)
@@ -265,7 +297,12 @@ pub async fn bulk_get(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Res
 }
 
 /// Whether following `dependencies` from `from` reaches `target`: a write that would close a cycle.
-pub async fn reaches(conn: &mut PgConnection, tenant: &Tenant, from: &[Uuid], target: Uuid) -> sqlx::Result<bool> {
+pub async fn reaches(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    from: &[Uuid],
+    target: Uuid,
+) -> sqlx::Result<bool> {
     let (found,): (bool,) = sqlx::query_as(
         "WITH RECURSIVE walk(id) AS (
              SELECT unnest($2::uuid[])

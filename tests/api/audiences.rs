@@ -30,10 +30,16 @@ async fn platform_audience_seed_round_trip() {
     assert_eq!(a["isSystem"], false);
     assert_eq!(a["dependents"], json!([]));
     assert_eq!(a["dependencies"], json!([]));
-    assert_eq!(a["definedOn"][0]["$ref"], "https://ns.adobe.com/xdm/context/profile__union");
+    assert_eq!(
+        a["definedOn"][0]["$ref"],
+        "https://ns.adobe.com/xdm/context/profile__union"
+    );
     assert_eq!(a["evaluationInfo"]["batch"]["enabled"], true);
     assert_eq!(a["imsOrgId"], ORG);
-    let (ct, ut) = (a["creationTime"].as_i64().unwrap(), a["updateTime"].as_i64().unwrap());
+    let (ct, ut) = (
+        a["creationTime"].as_i64().unwrap(),
+        a["updateTime"].as_i64().unwrap(),
+    );
     assert!(ct > 1_700_000_000_000, "milliseconds");
     assert_eq!(a["createEpoch"].as_i64().unwrap(), ct / 1000);
     assert_eq!(a["updateEpoch"].as_i64().unwrap(), ut / 1000);
@@ -58,13 +64,20 @@ async fn external_audience_seed_round_trip() {
     assert_eq!(a["type"], "ExternalSegment");
     assert_eq!(a["originName"], "CUSTOM_UPLOAD");
     assert_eq!(a["datasetId"], "6254cf3c97f8e31b639fb14d");
-    assert_eq!(a["linkedAudienceRef"], json!({"flowId": "4685ea90-d2b6-11ec-9d64-0242ac120002"}));
+    assert_eq!(
+        a["linkedAudienceRef"],
+        json!({"flowId": "4685ea90-d2b6-11ec-9d64-0242ac120002"})
+    );
     assert!(a.get("definedOn").is_none());
     // The type is inferred from an audienceId without an expression.
-    let b = app.created(json!({"name": "inferred", "audienceId": "ext-2", "namespace": "aam"})).await;
+    let b = app
+        .created(json!({"name": "inferred", "audienceId": "ext-2", "namespace": "aam"}))
+        .await;
     assert_eq!(b["type"], "ExternalSegment");
     // An external audience without an audienceId gets one.
-    let c = app.created(json!({"name": "no id", "type": "ExternalSegment"})).await;
+    let c = app
+        .created(json!({"name": "no id", "type": "ExternalSegment"}))
+        .await;
     assert!(c["audienceId"].as_str().is_some_and(|s| !s.is_empty()));
 }
 
@@ -72,14 +85,24 @@ async fn external_audience_seed_round_trip() {
 async fn duplicate_namespace_and_audience_id_is_a_conflict() {
     let app = TestApp::spawn().await;
     app.created(external_audience()).await;
-    let msg = assert_error(app.create_audience(&external_audience()).await, 409, "UPAPI-113409-409").await;
+    let msg = assert_error(
+        app.create_audience(&external_audience()).await,
+        409,
+        "UPAPI-113409-409",
+    )
+    .await;
     assert!(msg.contains("test-external-audience-id"));
     // Another namespace, or another sandbox, is fine.
     let mut other = external_audience();
     other["namespace"] = json!("other");
     assert_eq!(app.create_audience(&other).await.status(), 200);
     let dev = app.as_tenant(ORG, "dev");
-    let res = dev.ups(Method::POST, "/audiences").json(&external_audience()).send().await.unwrap();
+    let res = dev
+        .ups(Method::POST, "/audiences")
+        .json(&external_audience())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -100,7 +123,12 @@ async fn system_fields_are_ignored_and_unknown_fields_kept() {
     assert_ne!(a["createdBy"], "mallory");
     assert_eq!(a["imsOrgId"], ORG);
     assert_eq!(a["customField"], json!({"nested": [1, 2]}));
-    let got: Value = app.get_audience(a["id"].as_str().unwrap()).await.json().await.unwrap();
+    let got: Value = app
+        .get_audience(a["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["customField"], json!({"nested": [1, 2]}));
 }
 
@@ -108,17 +136,67 @@ async fn system_fields_are_ignored_and_unknown_fields_kept() {
 async fn create_refuses_bad_fields_naming_them() {
     let app = TestApp::spawn().await;
     let cases = [
-        (json!({"description": "no name"}), 400, "UPLIB-101206-500", "'name'"),
+        (
+            json!({"description": "no name"}),
+            400,
+            "UPLIB-101206-500",
+            "'name'",
+        ),
         (json!({"name": ""}), 400, "UPLIB-101206-500", "'name'"),
-        (json!({"name": "n", "labels": "core/C1"}), 400, "UPLIB-101206-500", "'labels'"),
-        (json!({"name": "n", "ttlInDays": "sixty"}), 400, "UPLIB-101206-500", "'ttlInDays'"),
-        (json!({"name": "n", "expression": "x = 1"}), 400, "UPLIB-101206-500", "'expression'"),
-        (json!({"name": "n", "schema": 5}), 400, "UPLIB-101206-500", "'schema'"),
-        (json!({"name": "n", "evaluationInfo": true}), 400, "UPLIB-101206-500", "'evaluationInfo'"),
-        (json!({"name": "n", "type": "Segment"}), 400, "UPAPI-113434-400", "'type'"),
-        (json!({"name": "n", "lifecycleState": "deleted"}), 400, "UPAPI-113434-400", "'lifecycleState'"),
-        (json!({"name": "n", "lifecycleState": "archived"}), 400, "UPAPI-113434-400", "'lifecycleState'"),
-        (json!({"name": "n", "lifecycleState": "live"}), 400, "UPAPI-113434-400", "'lifecycleState'"),
+        (
+            json!({"name": "n", "labels": "core/C1"}),
+            400,
+            "UPLIB-101206-500",
+            "'labels'",
+        ),
+        (
+            json!({"name": "n", "ttlInDays": "sixty"}),
+            400,
+            "UPLIB-101206-500",
+            "'ttlInDays'",
+        ),
+        (
+            json!({"name": "n", "expression": "x = 1"}),
+            400,
+            "UPLIB-101206-500",
+            "'expression'",
+        ),
+        (
+            json!({"name": "n", "schema": 5}),
+            400,
+            "UPLIB-101206-500",
+            "'schema'",
+        ),
+        (
+            json!({"name": "n", "evaluationInfo": true}),
+            400,
+            "UPLIB-101206-500",
+            "'evaluationInfo'",
+        ),
+        (
+            json!({"name": "n", "type": "Segment"}),
+            400,
+            "UPAPI-113434-400",
+            "'type'",
+        ),
+        (
+            json!({"name": "n", "lifecycleState": "deleted"}),
+            400,
+            "UPAPI-113434-400",
+            "'lifecycleState'",
+        ),
+        (
+            json!({"name": "n", "lifecycleState": "archived"}),
+            400,
+            "UPAPI-113434-400",
+            "'lifecycleState'",
+        ),
+        (
+            json!({"name": "n", "lifecycleState": "live"}),
+            400,
+            "UPAPI-113434-400",
+            "'lifecycleState'",
+        ),
         (json!(["not an object"]), 400, "UPLIB-101206-500", "object"),
     ];
     for (body, status, code, needle) in cases {
@@ -136,7 +214,9 @@ async fn create_accepts_lenient_forms() {
     let a = app.created(json!({"name": "n", "schema": "_xdm.context.experienceevent", "lifecycleState": "active"})).await;
     assert_eq!(a["schema"], json!({"name": "_xdm.context.experienceevent"}));
     assert_eq!(a["lifecycleState"], "published");
-    let d = app.created(json!({"name": "d", "lifecycleState": "draft"})).await;
+    let d = app
+        .created(json!({"name": "d", "lifecycleState": "draft"}))
+        .await;
     assert_eq!(d["lifecycleState"], "draft");
 }
 
@@ -170,7 +250,10 @@ async fn put_replaces_client_fields() {
     assert_ne!(b["_etag"], a["_etag"]);
     assert_eq!(b["_etag"], etag.as_str());
     assert!(b["updateTime"].as_i64() >= a["updateTime"].as_i64());
-    assert!(b.get("linkedAudienceRef").is_none(), "a full replace drops fields left out");
+    assert!(
+        b.get("linkedAudienceRef").is_none(),
+        "a full replace drops fields left out"
+    );
 
     // PUT of the whole object just read works: system fields are ignored.
     let mut read_back: Value = app.get_audience(id).await.json().await.unwrap();
@@ -181,9 +264,29 @@ async fn put_replaces_client_fields() {
     assert_eq!(c["description"], "changed");
 
     // Immutable fields: absent is kept, changed is refused.
-    let c2: Value = app.put_audience(id, &json!({"name": "only a name"})).await.json().await.unwrap();
-    assert_eq!((c2["namespace"].clone(), c2["audienceId"].clone(), c2["type"].clone()), (json!("aam"), json!("test-external-audience-id"), json!("ExternalSegment")));
-    for (field, value) in [("namespace", "other"), ("audienceId", "other"), ("type", "SegmentDefinition")] {
+    let c2: Value = app
+        .put_audience(id, &json!({"name": "only a name"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            c2["namespace"].clone(),
+            c2["audienceId"].clone(),
+            c2["type"].clone()
+        ),
+        (
+            json!("aam"),
+            json!("test-external-audience-id"),
+            json!("ExternalSegment")
+        )
+    );
+    for (field, value) in [
+        ("namespace", "other"),
+        ("audienceId", "other"),
+        ("type", "SegmentDefinition"),
+    ] {
         let mut body = json!({"name": "x"});
         body[field] = json!(value);
         let msg = assert_error(app.put_audience(id, &body).await, 400, "UPAPI-113434-400").await;
@@ -192,8 +295,20 @@ async fn put_replaces_client_fields() {
     let unchanged: Value = app.get_audience(id).await.json().await.unwrap();
     assert_eq!(unchanged["name"], "only a name");
 
-    assert_error(app.put_audience(id, &json!({"description": "no name"})).await, 400, "UPLIB-101206-500").await;
-    assert_error(app.put_audience(&uuid::Uuid::new_v4().to_string(), &json!({"name": "x"})).await, 404, "UPAPI-113430-404").await;
+    assert_error(
+        app.put_audience(id, &json!({"description": "no name"}))
+            .await,
+        400,
+        "UPLIB-101206-500",
+    )
+    .await;
+    assert_error(
+        app.put_audience(&uuid::Uuid::new_v4().to_string(), &json!({"name": "x"}))
+            .await,
+        404,
+        "UPAPI-113430-404",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -212,7 +327,12 @@ async fn patch_applies_the_seed_add() {
     assert_eq!(b["expression"]["value"], "workAddress.country = \"CA\"");
     assert_ne!(b["_etag"], a["_etag"]);
     assert_eq!(b["name"], a["name"]);
-    let res = app.patch_audience(id, &json!([{"op": "replace", "path": "/name", "value": "Renamed"}])).await;
+    let res = app
+        .patch_audience(
+            id,
+            &json!([{"op": "replace", "path": "/name", "value": "Renamed"}]),
+        )
+        .await;
     assert_eq!(res.json::<Value>().await.unwrap()["name"], "Renamed");
 }
 
@@ -221,16 +341,39 @@ async fn patch_refuses_immutable_and_system_paths() {
     let app = TestApp::spawn().await;
     let a = app.created(platform_audience()).await;
     let id = a["id"].as_str().unwrap();
-    for path in ["/namespace", "/audienceId", "/type", "/id", "/_etag", "/creationTime", "/sandbox/sandboxName"] {
-        let res = app.patch_audience(id, &json!([{"op": "add", "path": path, "value": "x"}])).await;
+    for path in [
+        "/namespace",
+        "/audienceId",
+        "/type",
+        "/id",
+        "/_etag",
+        "/creationTime",
+        "/sandbox/sandboxName",
+    ] {
+        let res = app
+            .patch_audience(id, &json!([{"op": "add", "path": path, "value": "x"}]))
+            .await;
         let msg = assert_error(res, 400, "UPAPI-113434-400").await;
-        assert!(msg.contains(path.trim_start_matches('/').split('/').next().unwrap()), "{msg}");
+        assert!(
+            msg.contains(path.trim_start_matches('/').split('/').next().unwrap()),
+            "{msg}"
+        );
     }
-    for body in [json!({"op": "add"}), json!([{"op": "jump", "path": "/name"}]), json!([{"op": "add", "path": "/name"}])] {
+    for body in [
+        json!({"op": "add"}),
+        json!([{"op": "jump", "path": "/name"}]),
+        json!([{"op": "add", "path": "/name"}]),
+    ] {
         assert_error(app.patch_audience(id, &body).await, 400, "UPLIB-101206-500").await;
     }
     // A patch that leaves an invalid audience is refused as a whole.
-    assert_error(app.patch_audience(id, &json!([{"op": "remove", "path": "/name"}])).await, 400, "UPLIB-101206-500").await;
+    assert_error(
+        app.patch_audience(id, &json!([{"op": "remove", "path": "/name"}]))
+            .await,
+        400,
+        "UPLIB-101206-500",
+    )
+    .await;
     let after: Value = app.get_audience(id).await.json().await.unwrap();
     assert_eq!(after, a, "nothing changed");
 }
@@ -246,5 +389,10 @@ async fn delete_then_not_found() {
     let msg = assert_error(app.get_audience(id).await, 404, "UPAPI-113430-404").await;
     assert!(msg.contains(id));
     assert_error(app.delete_audience(id).await, 404, "UPAPI-113430-404").await;
-    assert_error(app.get_audience("not-a-uuid").await, 404, "UPAPI-113430-404").await;
+    assert_error(
+        app.get_audience("not-a-uuid").await,
+        404,
+        "UPAPI-113430-404",
+    )
+    .await;
 }

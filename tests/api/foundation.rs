@@ -20,19 +20,48 @@ async fn header_checks_run_in_order_with_exact_bodies() {
     let c = &app.client;
 
     // Nothing at all: the token is checked first.
-    gateway_error(c.get(&url).send().await.unwrap(), 401, "403010", "Oauth token is missing.").await;
+    gateway_error(
+        c.get(&url).send().await.unwrap(),
+        401,
+        "403010",
+        "Oauth token is missing.",
+    )
+    .await;
     // A token that is not a bearer token, or is empty.
     for auth in ["Basic abc", "Bearer ", "Bearer"] {
-        let res = c.get(&url).header("Authorization", auth).header("x-api-key", "k").send().await.unwrap();
+        let res = c
+            .get(&url)
+            .header("Authorization", auth)
+            .header("x-api-key", "k")
+            .send()
+            .await
+            .unwrap();
         gateway_error(res, 401, "401013", "Oauth token is not valid").await;
     }
     // Token fine, no api key (the org is missing too: the key is reported first).
-    let res = c.get(&url).header("Authorization", "Bearer t").send().await.unwrap();
+    let res = c
+        .get(&url)
+        .header("Authorization", "Bearer t")
+        .send()
+        .await
+        .unwrap();
     gateway_error(res, 403, "403000", "Api Key is required").await;
-    let res = c.get(&url).header("Authorization", "Bearer t").header("x-api-key", " ").send().await.unwrap();
+    let res = c
+        .get(&url)
+        .header("Authorization", "Bearer t")
+        .header("x-api-key", " ")
+        .send()
+        .await
+        .unwrap();
     gateway_error(res, 403, "403000", "Api Key is required").await;
     // Then the org.
-    let res = c.get(&url).header("Authorization", "Bearer t").header("x-api-key", "k").send().await.unwrap();
+    let res = c
+        .get(&url)
+        .header("Authorization", "Bearer t")
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
     gateway_error(res, 400, "400003", "Missing header").await;
     // Then the sandbox: missing, upper case, too long, bad characters.
     let base = || {
@@ -44,11 +73,20 @@ async fn header_checks_run_in_order_with_exact_bodies() {
     let msg = assert_error(base().send().await.unwrap(), 400, "UPAPI-113400-400").await;
     assert!(msg.contains("x-sandbox-name"), "{msg}");
     for bad in ["Prod", "a_b", &"a".repeat(65), "dev sandbox"] {
-        let msg = assert_error(base().header("x-sandbox-name", bad).send().await.unwrap(), 400, "UPAPI-113400-400").await;
+        let msg = assert_error(
+            base().header("x-sandbox-name", bad).send().await.unwrap(),
+            400,
+            "UPAPI-113400-400",
+        )
+        .await;
         assert!(msg.contains("x-sandbox-name"), "{bad}: {msg}");
     }
     // All present: the request goes through.
-    let res = base().header("x-sandbox-name", "dev-1").send().await.unwrap();
+    let res = base()
+        .header("x-sandbox-name", "dev-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -74,7 +112,12 @@ async fn content_type_is_checked_only_on_bodies() {
         .unwrap();
     assert_eq!(res.status(), 200);
     // A bodiless GET or DELETE carrying the header is never refused for it.
-    let res = app.ups(Method::GET, "/audiences").header("Content-Type", "application/xml").send().await.unwrap();
+    let res = app
+        .ups(Method::GET, "/audiences")
+        .header("Content-Type", "application/xml")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let created = app.created(platform_audience()).await;
     let id = created["id"].as_str().unwrap();
@@ -94,12 +137,22 @@ async fn request_ids_are_echoed_or_made() {
     let made = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(made.len(), 32);
     assert!(made.chars().all(|c| c.is_ascii_alphanumeric()));
-    let res = app.ups(Method::GET, "/audiences/nope").header("x-request-id", "my-trace-1").send().await.unwrap();
+    let res = app
+        .ups(Method::GET, "/audiences/nope")
+        .header("x-request-id", "my-trace-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "my-trace-1");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["requestId"], "my-trace-1");
     // Also on responses outside the API.
-    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .unwrap();
     assert!(res.headers().contains_key("x-request-id"));
 }
 
@@ -115,23 +168,53 @@ async fn malformed_bodies_unknown_paths_and_wrong_methods_answer_json() {
         .unwrap();
     let msg = assert_error(res, 400, "UPLIB-101206-500").await;
     assert!(msg.contains("not valid JSON"), "{msg}");
-    let res = app.ups(Method::POST, "/audiences").header("Content-Type", "application/json").send().await.unwrap();
+    let res = app
+        .ups(Method::POST, "/audiences")
+        .header("Content-Type", "application/json")
+        .send()
+        .await
+        .unwrap();
     let msg = assert_error(res, 400, "UPLIB-101206-500").await;
     assert!(msg.contains("required"), "{msg}");
-    let res = app.create_audience(&json!({"name": ["not", "a", "string"]})).await;
+    let res = app
+        .create_audience(&json!({"name": ["not", "a", "string"]}))
+        .await;
     let msg = assert_error(res, 400, "UPLIB-101206-500").await;
     assert!(msg.contains("'name'"), "{msg}");
 
-    assert_error(app.ups(Method::GET, "/nothing-here").send().await.unwrap(), 404, "UPAPI-113404-404").await;
     assert_error(
-        app.client.get(format!("{}/no/such/path", app.address)).send().await.unwrap(),
+        app.ups(Method::GET, "/nothing-here").send().await.unwrap(),
         404,
         "UPAPI-113404-404",
     )
     .await;
-    let msg = assert_error(app.ups(Method::PUT, "/audiences").send().await.unwrap(), 405, "UPAPI-113405-405").await;
+    assert_error(
+        app.client
+            .get(format!("{}/no/such/path", app.address))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "UPAPI-113404-404",
+    )
+    .await;
+    let msg = assert_error(
+        app.ups(Method::PUT, "/audiences").send().await.unwrap(),
+        405,
+        "UPAPI-113405-405",
+    )
+    .await;
     assert!(msg.contains("PUT"));
-    assert_error(app.ups(Method::POST, "/audiences/abc").json(&json!({})).send().await.unwrap(), 405, "UPAPI-113405-405").await;
+    assert_error(
+        app.ups(Method::POST, "/audiences/abc")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "UPAPI-113405-405",
+    )
+    .await;
     // Oversized bodies are refused in the same shape.
     let huge = json!({"name": "x", "description": "y".repeat(3 * 1024 * 1024)});
     let res = app.create_audience(&huge).await;
@@ -147,17 +230,42 @@ async fn tenants_never_see_each_other() {
     let id = created["id"].as_str().unwrap();
     for (org, sandbox) in [("OTHER@AdobeOrg", "prod"), (ORG, "dev")] {
         let other = app.as_tenant(org, sandbox);
-        let res = other.ups(Method::GET, &format!("/audiences/{id}")).send().await.unwrap();
+        let res = other
+            .ups(Method::GET, &format!("/audiences/{id}"))
+            .send()
+            .await
+            .unwrap();
         let msg = assert_error(res, 404, "UPAPI-113430-404").await;
         assert!(!msg.contains("People"), "no field leaks");
         for method in [Method::PUT, Method::PATCH, Method::DELETE] {
-            let body = if method == Method::PATCH { json!([]) } else { json!({"name": "stolen"}) };
-            let res = other.ups(method, &format!("/audiences/{id}")).json(&body).send().await.unwrap();
+            let body = if method == Method::PATCH {
+                json!([])
+            } else {
+                json!({"name": "stolen"})
+            };
+            let res = other
+                .ups(method, &format!("/audiences/{id}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 404);
         }
-        let list: Value = other.ups(Method::GET, "/audiences").send().await.unwrap().json().await.unwrap();
+        let list: Value = other
+            .ups(Method::GET, "/audiences")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(list["_page"]["totalCount"], 0);
-        let res = other.ups(Method::POST, "/audiences/bulk-get").json(&json!({"ids": [id]})).send().await.unwrap();
+        let res = other
+            .ups(Method::POST, "/audiences/bulk-get")
+            .json(&json!({"ids": [id]}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 404);
     }
     // The owner still has it, unchanged.
@@ -178,7 +286,15 @@ async fn sandboxes_are_registered_once_with_a_stable_id() {
     assert_eq!(a["sandbox"]["sandboxId"], b["sandbox"]["sandboxId"]);
     assert_eq!(a["imsOrgId"], ORG);
     let dev = app.as_tenant(ORG, "dev-team");
-    let d: Value = dev.ups(Method::POST, "/audiences").json(&json!({"name": "d"})).send().await.unwrap().json().await.unwrap();
+    let d: Value = dev
+        .ups(Method::POST, "/audiences")
+        .json(&json!({"name": "d"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(d["sandbox"]["type"], "development");
     assert_eq!(d["sandbox"]["default"], false);
     assert_ne!(d["sandbox"]["sandboxId"], a["sandbox"]["sandboxId"]);
@@ -200,24 +316,46 @@ async fn created_by_comes_from_the_token() {
         )
     };
     let create = |token: String| {
-        app.ups(Method::POST, "/audiences")
-            .header("Authorization", format!("Bearer {token}"))
+        app.request_with_token(Method::POST, "/data/core/ups/audiences", &token)
             .json(&json!({"name": "n"}))
             .send()
     };
-    let a: Value = create(jwt(json!({"user_id": "alice@AdobeID", "sub": "x"}))).await.unwrap().json().await.unwrap();
+    let a: Value = create(jwt(json!({"user_id": "alice@AdobeID", "sub": "x"})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["createdBy"], "alice@AdobeID");
-    let b: Value = create(jwt(json!({"sub": "bob@AdobeID"}))).await.unwrap().json().await.unwrap();
+    let b: Value = create(jwt(json!({"sub": "bob@AdobeID"})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["createdBy"], "bob@AdobeID");
-    let c1: Value = create("opaque-token".into()).await.unwrap().json().await.unwrap();
-    let c2: Value = create("opaque-token".into()).await.unwrap().json().await.unwrap();
+    let c1: Value = create("opaque-token".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c2: Value = create("opaque-token".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(c1["createdBy"], c2["createdBy"]);
     assert_ne!(c1["createdBy"], a["createdBy"]);
     // An update records who made it.
     let id = a["id"].as_str().unwrap();
     let res = app
-        .ups(Method::PATCH, &format!("/audiences/{id}"))
-        .header("Authorization", format!("Bearer {}", jwt(json!({"sub": "carol@AdobeID"}))))
+        .request_with_token(
+            Method::PATCH,
+            &format!("/data/core/ups/audiences/{id}"),
+            &jwt(json!({"sub": "carol@AdobeID"})),
+        )
         .json(&json!([{"op": "add", "path": "/description", "value": "d"}]))
         .send()
         .await
@@ -236,7 +374,8 @@ async fn verify_mode_binds_tokens_to_orgs() {
     })
     .await;
     let token = |org: &str, secret: &str| {
-        let claims = json!({"sub": "svc@AdobeID", "org": org, "exp": chrono::Utc::now().timestamp() + 600});
+        let claims =
+            json!({"sub": "svc@AdobeID", "org": org, "exp": chrono::Utc::now().timestamp() + 600});
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
@@ -244,17 +383,48 @@ async fn verify_mode_binds_tokens_to_orgs() {
         )
         .unwrap()
     };
-    let call = |t: String| app.ups(Method::GET, "/audiences").header("Authorization", format!("Bearer {t}")).send();
-    assert_eq!(call(token(ORG, "staging-secret")).await.unwrap().status(), 200);
-    gateway_error(call(token("OTHER@AdobeOrg", "staging-secret")).await.unwrap(), 403, "403025", "Profile is not valid").await;
-    gateway_error(call(token(ORG, "wrong")).await.unwrap(), 401, "401013", "Oauth token is not valid").await;
-    gateway_error(call("opaque".into()).await.unwrap(), 401, "401013", "Oauth token is not valid").await;
+    let call = |t: String| {
+        app.request_with_token(Method::GET, "/data/core/ups/audiences", &t)
+            .send()
+    };
+    assert_eq!(
+        call(token(ORG, "staging-secret")).await.unwrap().status(),
+        200
+    );
+    gateway_error(
+        call(token("OTHER@AdobeOrg", "staging-secret"))
+            .await
+            .unwrap(),
+        403,
+        "403025",
+        "Profile is not valid",
+    )
+    .await;
+    gateway_error(
+        call(token(ORG, "wrong")).await.unwrap(),
+        401,
+        "401013",
+        "Oauth token is not valid",
+    )
+    .await;
+    gateway_error(
+        call("opaque".into()).await.unwrap(),
+        401,
+        "401013",
+        "Oauth token is not valid",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn routes_answer_without_data_prefix_and_with_trailing_slash() {
     let app = TestApp::spawn().await;
-    let res = app.request(Method::POST, "/core/ups/audiences/").json(&json!({"name": "alias"})).send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/core/ups/audiences/")
+        .json(&json!({"name": "alias"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     let id = body["id"].as_str().unwrap();
@@ -266,7 +436,11 @@ async fn routes_answer_without_data_prefix_and_with_trailing_slash() {
         let res = app.request(Method::GET, &path).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
-    let res = app.request(Method::GET, "/core/ups/audiences/?limit=1").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/core/ups/audiences/?limit=1")
+        .send()
+        .await
+        .unwrap();
     let list: Value = res.json().await.unwrap();
     assert_eq!(list["_page"]["limit"], 1);
 }
@@ -274,9 +448,17 @@ async fn routes_answer_without_data_prefix_and_with_trailing_slash() {
 #[tokio::test]
 async fn health_reports_the_database() {
     let app = TestApp::spawn().await;
-    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok", "database": "up"}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"status": "ok", "database": "up"})
+    );
 
     // A server whose database is gone answers 503.
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -292,9 +474,17 @@ async fn health_reports_the_database() {
     let address = format!("http://127.0.0.1:{}", down.port());
     let handle = down.handle();
     tokio::spawn(down.run_until_stopped());
-    let res = app.client.get(format!("{address}/health")).send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{address}/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "unavailable", "database": "down"}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"status": "unavailable", "database": "down"})
+    );
     // API calls on a dead database are 503 in the service's shape, not a hang or a 500.
     let res = app
         .client
@@ -313,16 +503,29 @@ async fn health_reports_the_database() {
 #[tokio::test]
 async fn openapi_document_is_served_and_committed() {
     let app = TestApp::spawn().await;
-    let served: Value = app.client.get(format!("{}/openapi.json", app.address)).send().await.unwrap().json().await.unwrap();
+    let served: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let generated = audience_server::openapi::document_json();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-        .expect("openapi/openapi.json is committed");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
     assert!(
         committed == generated,
         "openapi/openapi.json is out of date: run `cargo run -- openapi --out openapi/openapi.json`"
     );
     assert_eq!(served, serde_json::from_str::<Value>(&generated).unwrap());
-    for path in ["/data/core/ups/audiences", "/data/core/ups/audiences/{id}", "/data/core/ups/audiences/bulk-get"] {
+    for path in [
+        "/data/core/ups/audiences",
+        "/data/core/ups/audiences/{id}",
+        "/data/core/ups/audiences/bulk-get",
+    ] {
         assert!(served["paths"][path].is_object(), "{path} documented");
     }
 }

@@ -38,7 +38,12 @@ fn admin_url() -> String {
             }
         }
     }
-    if TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_millis(300)).is_ok() {
+    if TcpStream::connect_timeout(
+        &"127.0.0.1:5432".parse().unwrap(),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+    {
         return "postgres://postgres@127.0.0.1:5432/postgres".into();
     }
     if docker_answers() {
@@ -76,8 +81,10 @@ fn start_container() -> String {
                 .await
                 .expect("starting a PostgreSQL container");
             let port = container.get_host_port_ipv4(5432).await.unwrap();
-            tx.send(format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"))
-                .unwrap();
+            tx.send(format!(
+                "postgres://postgres:postgres@127.0.0.1:{port}/postgres"
+            ))
+            .unwrap();
             std::future::pending::<()>().await;
         });
     });
@@ -151,6 +158,7 @@ pub async fn fresh_database() -> String {
 pub struct TestApp {
     pub address: String,
     pub database_url: String,
+    #[allow(dead_code)]
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub org: String,
@@ -179,8 +187,12 @@ impl TestApp {
         settings.db_pool_size = 4;
         tweak(&mut settings);
         let pool = storage::connect(&database_url, 2).await.unwrap();
-        let app = Application::with_pool(settings, storage::connect(&database_url, 4).await.unwrap(), None)
-            .expect("the server builds");
+        let app = Application::with_pool(
+            settings,
+            storage::connect(&database_url, 4).await.unwrap(),
+            None,
+        )
+        .expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -197,9 +209,14 @@ impl TestApp {
 
     /// A request with every header the API requires.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_with_token(method, path, TOKEN)
+    }
+
+    /// A request with every required header and this bearer token.
+    pub fn request_with_token(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.address))
-            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Authorization", format!("Bearer {token}"))
             .header("x-api-key", "test-key")
             .header("x-gw-ims-org-id", &self.org)
             .header("x-sandbox-name", &self.sandbox)
@@ -207,7 +224,11 @@ impl TestApp {
 
     /// The same server seen from another tenant.
     pub fn as_tenant(&self, org: &str, sandbox: &str) -> TenantView<'_> {
-        TenantView { app: self, org: org.into(), sandbox: sandbox.into() }
+        TenantView {
+            app: self,
+            org: org.into(),
+            sandbox: sandbox.into(),
+        }
     }
 
     pub fn ups(&self, method: Method, path: &str) -> RequestBuilder {
@@ -215,7 +236,11 @@ impl TestApp {
     }
 
     pub async fn create_audience(&self, body: &Value) -> Response {
-        self.ups(Method::POST, "/audiences").json(body).send().await.unwrap()
+        self.ups(Method::POST, "/audiences")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Creates an audience that must succeed and returns its body.
@@ -226,23 +251,40 @@ impl TestApp {
     }
 
     pub async fn get_audience(&self, id: &str) -> Response {
-        self.ups(Method::GET, &format!("/audiences/{id}")).send().await.unwrap()
+        self.ups(Method::GET, &format!("/audiences/{id}"))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn put_audience(&self, id: &str, body: &Value) -> Response {
-        self.ups(Method::PUT, &format!("/audiences/{id}")).json(body).send().await.unwrap()
+        self.ups(Method::PUT, &format!("/audiences/{id}"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn patch_audience(&self, id: &str, ops: &Value) -> Response {
-        self.ups(Method::PATCH, &format!("/audiences/{id}")).json(ops).send().await.unwrap()
+        self.ups(Method::PATCH, &format!("/audiences/{id}"))
+            .json(ops)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn delete_audience(&self, id: &str) -> Response {
-        self.ups(Method::DELETE, &format!("/audiences/{id}")).send().await.unwrap()
+        self.ups(Method::DELETE, &format!("/audiences/{id}"))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn list(&self, query: &str) -> Response {
-        self.ups(Method::GET, &format!("/audiences?{query}")).send().await.unwrap()
+        self.ups(Method::GET, &format!("/audiences?{query}"))
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -284,7 +326,11 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> String {
     let body: Value = res.json().await.expect("error bodies are JSON");
     assert_eq!(got, status, "status; body: {body}");
     assert_eq!(body["status"], status, "body: {body}");
-    assert_eq!(body["type"], format!("https://ns.adobe.com/aep/errors/{code}"), "body: {body}");
+    assert_eq!(
+        body["type"],
+        format!("https://ns.adobe.com/aep/errors/{code}"),
+        "body: {body}"
+    );
     assert_eq!(body["requestId"], request_id.as_str());
     let detail = &body["errors"][status.to_string()][0];
     assert_eq!(detail["code"], code);
