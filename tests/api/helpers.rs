@@ -158,7 +158,6 @@ pub async fn fresh_database() -> String {
 pub struct TestApp {
     pub address: String,
     pub database_url: String,
-    #[allow(dead_code)]
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub org: String,

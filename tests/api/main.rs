@@ -1,5 +1,8 @@
 //! Black-box tests of the server over HTTP against a real PostgreSQL.
 
 mod audiences;
+mod conditional;
 mod foundation;
 mod helpers;
+mod lifecycle;
+mod listing;

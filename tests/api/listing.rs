@@ -1,0 +1,427 @@
+//! GET /audiences: paging, sorting, filters, links, and the plans that keep it inside one tenant.
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn page(app: &TestApp, query: &str) -> Value {
+    let res = app.list(query).await;
+    assert_eq!(res.status(), 200, "{query}");
+    res.json().await.unwrap()
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn page_shape_and_last_page_has_no_next() {
+    let app = TestApp::spawn().await;
+    for i in 0..5 {
+        app.created(json!({"name": format!("a{i}")})).await;
+    }
+    let first = page(&app, "limit=2").await;
+    assert_eq!(first["children"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        first["_page"],
+        json!({"totalCount": 5, "totalPages": 3, "sortField": "updateTime", "sort": "desc", "pageSize": 2, "limit": 2, "start": 0, "next": 2})
+    );
+    assert_eq!(
+        first["_links"]["next"]["href"],
+        "@/audiences?start=2&limit=2&sort=updateTime:desc"
+    );
+    let last = page(&app, "start=4&limit=2").await;
+    assert_eq!(last["_page"]["pageSize"], 1);
+    assert!(
+        last["_page"].get("next").is_none(),
+        "no next on the last page: {last}"
+    );
+    assert!(last["_links"].get("next").is_none());
+    let beyond = page(&app, "start=10").await;
+    assert_eq!(beyond["children"], json!([]));
+    assert_eq!(beyond["_page"]["pageSize"], 0);
+    assert!(beyond["_page"].get("next").is_none());
+    // Defaults: 20 per page, newest update first.
+    let all = page(&app, "").await;
+    assert_eq!(all["_page"]["limit"], 20);
+    assert_eq!(names(&all), vec!["a4", "a3", "a2", "a1", "a0"]);
+}
+
+#[tokio::test]
+async fn paging_visits_every_audience_once_in_order_while_writes_happen() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let a = app.created(json!({"name": format!("n{i:02}")})).await;
+        ids.push(a["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=5&sort=creationTime:asc".to_owned();
+    let mut round = 0;
+    loop {
+        let p = page(&app, &query).await;
+        for a in p["children"].as_array().unwrap() {
+            seen.push(a["id"].as_str().unwrap().to_owned());
+        }
+        // Between pages, other clients write: new audiences, and edits of ones already listed.
+        app.created(json!({"name": format!("late{round}")})).await;
+        let edited = &ids[round];
+        let res = app
+            .patch_audience(
+                edited,
+                &json!([{"op": "add", "path": "/description", "value": "edited"}]),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        round += 1;
+        let Some(next) = p["_page"].get("next") else {
+            break;
+        };
+        let href = p["_links"]["next"]["href"].as_str().unwrap();
+        assert!(href.contains(&format!("start={next}")));
+        query = href.trim_start_matches("@/audiences?").to_owned();
+    }
+    // Every original audience exactly once and in creation order; the later ones after them.
+    assert_eq!(&seen[..23], &ids[..]);
+    assert_eq!(
+        seen.len(),
+        seen.iter().collect::<HashSet<_>>().len(),
+        "no repeats"
+    );
+}
+
+#[tokio::test]
+async fn sorts_by_every_listed_field_with_id_tie_break() {
+    let app = TestApp::spawn().await;
+    let specs = [
+        ("b", "ns2", "draft"),
+        ("a", "ns1", "published"),
+        ("c", "ns1", "published"),
+        ("a", "ns3", "draft"),
+    ];
+    for (i, (name, ns, state)) in specs.iter().enumerate() {
+        app.created(json!({"name": name, "namespace": ns, "audienceId": format!("id{}", 3 - i), "lifecycleState": state, "type": "ExternalSegment"})).await;
+    }
+    let by = |field: &'static str, dir: &'static str| {
+        let app = &app;
+        async move {
+            let p = page(app, &format!("sort={field}:{dir}")).await;
+            p["children"].as_array().unwrap().clone()
+        }
+    };
+    for field in [
+        "name",
+        "creationTime",
+        "updateTime",
+        "createEpoch",
+        "updateEpoch",
+        "lifecycleState",
+        "audienceId",
+        "namespace",
+    ] {
+        for dir in ["asc", "desc"] {
+            let rows = by(field, dir).await;
+            assert_eq!(rows.len(), 4);
+            let key = |a: &Value| {
+                let v = &a[field];
+                let k = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{:020}", v.as_i64().unwrap()));
+                (k, a["id"].as_str().unwrap().to_owned())
+            };
+            let got: Vec<_> = rows.iter().map(key).collect();
+            let mut want = got.clone();
+            want.sort();
+            if dir == "desc" {
+                want.reverse();
+            }
+            if field.ends_with("Epoch") {
+                // Seconds tie more often; their order follows the millisecond columns.
+                let secs: Vec<_> = got.iter().map(|(k, _)| k.clone()).collect();
+                let mut sorted = secs.clone();
+                sorted.sort();
+                if dir == "desc" {
+                    sorted.reverse();
+                }
+                assert_eq!(secs, sorted, "{field}:{dir}");
+            } else {
+                assert_eq!(got, want, "{field}:{dir}");
+            }
+        }
+    }
+    let p = page(&app, "sort=name:asc").await;
+    assert_eq!(p["_page"]["sortField"], "name");
+    assert_eq!(p["_page"]["sort"], "asc");
+}
+
+#[tokio::test]
+async fn property_name_description_and_entity_type_filters() {
+    let app = TestApp::spawn().await;
+    app.created(json!({"name": "Gold Customers", "description": "Big SPENDERS", "labels": []}))
+        .await;
+    app.created(json!({"name": "Silver", "description": "medium", "schema": "_xdm.context.experienceevent"})).await;
+    let ext = app.created(json!({"name": "External list", "audienceId": "ext-1", "namespace": "aam", "datasetId": "ds1"})).await;
+    app.created(json!({"name": "Old", "lifecycleState": "draft"}))
+        .await;
+    let inactive = app.created(json!({"name": "Retired"})).await;
+    let id = inactive["id"].as_str().unwrap();
+    assert_eq!(
+        app.patch_audience(
+            id,
+            &json!([{"op": "replace", "path": "/lifecycleState", "value": "inactive"}])
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let count = |q: &'static str| {
+        let app = &app;
+        async move { page(app, q).await["_page"]["totalCount"].as_i64().unwrap() }
+    };
+    // Inactive is hidden without a property filter, listed with one.
+    assert_eq!(count("").await, 4);
+    assert_eq!(count("property=lifecycleState==inactive").await, 1);
+    assert_eq!(count("property=name!=nothing").await, 5);
+    assert_eq!(count("property=lifecycleState!=inactive").await, 4);
+    assert_eq!(
+        count("property=lifecycleState==active").await,
+        3,
+        "active is read as published"
+    );
+    // Exact matches, form-encoded values, %3D%3D operators, repeated filters.
+    assert_eq!(count("property=name==Gold+Customers").await, 1);
+    assert_eq!(count("property=name%3D%3DGold%20Customers").await, 1);
+    assert_eq!(
+        count("property=name==gold+customers").await,
+        0,
+        "property is exact"
+    );
+    assert_eq!(
+        count("property=audienceId==ext-1&property=namespace==aam").await,
+        1
+    );
+    assert_eq!(
+        count("property=audienceId==ext-1&property=namespace==AEPSegments").await,
+        0
+    );
+    assert_eq!(count("property=type==ExternalSegment").await, 1);
+    assert_eq!(count("property=originName==CUSTOM_UPLOAD").await, 1);
+    assert_eq!(count("property=datasetId==ds1").await, 1);
+    assert_eq!(count("property=datasetId!=ds1").await, 4);
+    let ext_id = ext["id"].as_str().unwrap();
+    let q = format!("property=id=={ext_id}");
+    assert_eq!(page(&app, &q).await["_page"]["totalCount"], 1);
+    let creator = ext["createdBy"].as_str().unwrap();
+    let q = format!("property=createdBy=={creator}");
+    assert_eq!(page(&app, &q).await["_page"]["totalCount"], 5);
+    // Contains, case-insensitive; wildcards in the value are literal.
+    assert_eq!(count("name=gold").await, 1);
+    assert_eq!(count("name=L").await, 4);
+    assert_eq!(count("description=spenders").await, 1);
+    assert_eq!(count("name=%25").await, 0);
+    assert_eq!(count("name=_").await, 0);
+    // entityType: no schema counts as profile.
+    assert_eq!(count("entityType=_xdm.context.experienceevent").await, 1);
+    assert_eq!(count("entityType=_xdm.context.profile").await, 3);
+    // Links keep the filters.
+    let p = page(&app, "limit=1&name=l&property=lifecycleState!=draft").await;
+    let href = p["_links"]["next"]["href"].as_str().unwrap();
+    assert_eq!(href, "@/audiences?start=1&limit=1&sort=updateTime:desc&name=l&property=lifecycleState%21%3Dinactive".replace("inactive", "draft"));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_them() {
+    let app = TestApp::spawn().await;
+    for (query, param) in [
+        ("start=-1", "start"),
+        ("start=abc", "start"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("sort=color:asc", "sort"),
+        ("sort=name:sideways", "sort"),
+        ("property=name", "property"),
+        ("property=name~=x", "property"),
+        ("property=color==red", "property"),
+        ("entityType=", "entityType"),
+    ] {
+        let msg = assert_error(app.list(query).await, 400, "UPAPI-113401-400").await;
+        assert!(msg.contains(&format!("'{param}'")), "{query}: {msg}");
+    }
+    assert_eq!(app.list("limit=1000").await.status(), 200);
+    assert_eq!(app.list("unknownParam=1").await.status(), 200);
+}
+
+#[tokio::test]
+async fn bulk_get_both_shapes_and_limits() {
+    let app = TestApp::spawn().await;
+    let a = app.created(platform_audience()).await;
+    let b = app.created(external_audience()).await;
+    let (ida, idb) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let missing = uuid::Uuid::new_v4().to_string();
+    for body in [
+        json!({"ids": [{"id": ida}, {"id": idb}, {"id": missing}, {"id": "QU9fLTEz_6ed34f6f"}]}),
+        json!({"ids": [ida, idb, missing, "QU9fLTEz_6ed34f6f"]}),
+    ] {
+        let res = app
+            .ups(Method::POST, "/audiences/bulk-get")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 207);
+        let r: Value = res.json().await.unwrap();
+        let results = r["results"].as_object().unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[ida], a);
+        assert_eq!(results[idb], b);
+        for gone in [missing.as_str(), "QU9fLTEz_6ed34f6f"] {
+            assert_eq!(results[gone]["status"], 404);
+            assert_eq!(
+                results[gone]["errors"]["404"][0]["code"],
+                "UPAPI-113430-404"
+            );
+        }
+    }
+    let none = json!({"ids": [missing]});
+    assert_error(
+        app.ups(Method::POST, "/audiences/bulk-get")
+            .json(&none)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "UPAPI-113000-404",
+    )
+    .await;
+    let empty = json!({"ids": []});
+    assert_error(
+        app.ups(Method::POST, "/audiences/bulk-get")
+            .json(&empty)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "UPAPI-113015-400",
+    )
+    .await;
+    let many: Vec<String> = (0..101).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let msg = assert_error(
+        app.ups(Method::POST, "/audiences/bulk-get")
+            .json(&json!({"ids": many}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "UPAPI-113015-400",
+    )
+    .await;
+    assert!(msg.contains("101"));
+    let hundred: Vec<String> = std::iter::once(ida.to_owned())
+        .chain((0..99).map(|_| uuid::Uuid::new_v4().to_string()))
+        .collect();
+    assert_eq!(
+        app.ups(Method::POST, "/audiences/bulk-get")
+            .json(&json!({"ids": hundred}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        207
+    );
+    for bad in [
+        json!({}),
+        json!({"ids": "x"}),
+        json!({"ids": [1]}),
+        json!({"ids": [{"key": "x"}]}),
+    ] {
+        assert_error(
+            app.ups(Method::POST, "/audiences/bulk-get")
+                .json(&bad)
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "UPLIB-101206-500",
+        )
+        .await;
+    }
+}
+
+/// The list, count and lookup statements stay inside one sandbox's index range: with another
+/// tenant holding most rows, no plan scans the table.
+#[tokio::test]
+async fn list_plans_use_the_tenant_indexes() {
+    let app = TestApp::spawn().await;
+    let mine = app.created(json!({"name": "seed"})).await;
+    let other = app.as_tenant("OTHER@AdobeOrg", "prod");
+    let theirs: Value = other
+        .ups(Method::POST, "/audiences")
+        .json(&json!({"name": "seed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox_of = |a: &Value| a["sandbox"]["sandboxId"].as_str().unwrap().to_owned();
+    // 30,000 rows for the other tenant and 3,000 for ours, written straight to the table.
+    for (sandbox, n) in [(sandbox_of(&theirs), 30_000), (sandbox_of(&mine), 3_000)] {
+        sqlx::query(
+            "INSERT INTO audiences (id, sandbox_id, audience_id, namespace, name, audience_type, lifecycle_state,
+                 schema_name, creation_time, update_time, etag, body)
+             SELECT gen_random_uuid(), $1::uuid, 'a' || g, 'AEPSegments', 'name ' || g, 'SegmentDefinition',
+                 CASE WHEN g % 10 = 0 THEN 'inactive' ELSE 'published' END, '_xdm.context.profile',
+                 g, g, '\"e\"', '{}'::json
+             FROM generate_series(1, $2) g",
+        )
+        .bind(sandbox)
+        .bind(n)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("VACUUM ANALYZE audiences")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let sandbox = sandbox_of(&mine);
+    for (sort, dir) in [
+        ("update_time", "DESC"),
+        ("creation_time", "ASC"),
+        ("name", "ASC"),
+        ("audience_id", "DESC"),
+        ("namespace", "ASC"),
+    ] {
+        let sql = format!(
+            "EXPLAIN SELECT id FROM audiences WHERE sandbox_id = '{sandbox}' AND lifecycle_state <> 'inactive'
+             ORDER BY {sort} {dir}, id {dir} OFFSET 2000 LIMIT 20"
+        );
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{sort}: {plan}");
+        assert!(plan.contains("audiences_by_"), "{sort}: {plan}");
+    }
+    let count = format!("EXPLAIN SELECT count(*) FROM audiences WHERE sandbox_id = '{sandbox}' AND lifecycle_state <> 'inactive'");
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(!plan.join("\n").contains("Seq Scan"), "{plan:?}");
+    // And the API answers from those rows: ours only.
+    let p = page(&app, "limit=1").await;
+    assert_eq!(p["_page"]["totalCount"], 1 + 2_700);
+}
