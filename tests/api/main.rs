@@ -2,6 +2,7 @@
 
 mod audiences;
 mod conditional;
+mod embedded;
 mod foundation;
 mod helpers;
 mod lifecycle;
