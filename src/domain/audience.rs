@@ -88,6 +88,12 @@ impl ClientFields {
             .and_then(Value::as_str)
             .unwrap_or(PROFILE_SCHEMA)
     }
+    /// Whether the expression references other audiences (`inSegment`).
+    pub fn has_references(&self) -> bool {
+        self.expression_value()
+            .is_some_and(|e| !referenced_audiences(e).is_empty())
+    }
+
     pub fn expression_value(&self) -> Option<&str> {
         self.doc
             .get("expression")

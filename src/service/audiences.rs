@@ -62,6 +62,16 @@ pub async fn create(
 ) -> Result<Written, ApiError> {
     let id = Uuid::new_v4();
     let fields = audience::new_fields(body, id)?;
+    if !fields.has_references() {
+        // Nothing else to read or update: the insert alone is the transaction.
+        let created = Audience::create(id, fields, caller, Vec::new());
+        let mut conn = pool.acquire().await?;
+        let body = storage::audiences::insert(&mut conn, tenant, &created).await?;
+        return Ok(Written {
+            body,
+            etag: created.etag,
+        });
+    }
     let mut tx = pool.begin().await?;
     let dependencies = resolve_dependencies(&mut tx, tenant, id, &fields).await?;
     let created = Audience::create(id, fields, caller, dependencies);
@@ -83,7 +93,7 @@ pub async fn replace(
     body: Value,
 ) -> Result<Written, ApiError> {
     update_with(pool, tenant, caller, id, if_match, |current| {
-        audience::replaced_fields(current, body)
+        audience::replaced_fields(current, body.clone())
     })
     .await
 }
@@ -97,20 +107,67 @@ pub async fn patch(
     ops: Value,
 ) -> Result<Written, ApiError> {
     update_with(pool, tenant, caller, id, if_match, |current| {
-        audience::patched_fields(current, tenant, ops)
+        audience::patched_fields(current, tenant, ops.clone())
     })
     .await
 }
 
-/// The shared path of PUT and PATCH: lock, check the precondition, compute the new fields from
-/// the current version, check the rules, write.
+/// How often a write that lost a race with another writer is retried before giving up.
+const OPTIMISTIC_ATTEMPTS: usize = 32;
+
+/// The shared path of PUT and PATCH. Most writes touch only the audience itself: they read it,
+/// compute the new version and write it only if the row still has the etag they read (the
+/// database decides; a lost race re-reads and applies the change again, so no update is lost).
+/// Writes that involve other audiences (references, deactivation) lock the rows they check.
 async fn update_with(
     pool: &PgPool,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
     if_match: Option<IfMatch>,
-    change: impl FnOnce(&Audience) -> Result<ClientFields, ApiError>,
+    change: impl Fn(&Audience) -> Result<ClientFields, ApiError>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let current = storage::audiences::read(pool, tenant, uuid)
+            .await?
+            .ok_or_else(|| ApiError::audience_not_found(id))?;
+        if let Some(precondition) = &if_match {
+            precondition.check(&current.etag)?;
+        }
+        let fields = change(&current)?;
+        let involves_others = fields.has_references()
+            || !current.dependencies.is_empty()
+            || (fields.lifecycle == Lifecycle::Inactive
+                && current.fields.lifecycle != Lifecycle::Inactive);
+        if involves_others {
+            return update_locked(pool, tenant, caller, id, if_match, change).await;
+        }
+        let updated = current.updated(fields, caller, Vec::new());
+        let mut conn = pool.acquire().await?;
+        if let Some(body) =
+            storage::audiences::update_if_current(&mut conn, tenant, &updated, &current.etag)
+                .await?
+        {
+            return Ok(Written {
+                body,
+                etag: updated.etag,
+            });
+        }
+    }
+    // Under extreme contention, fall back to waiting for the row lock.
+    update_locked(pool, tenant, caller, id, if_match, change).await
+}
+
+/// The locking path: the row is locked for the whole transaction, so the rules about other
+/// audiences are checked against exactly what is committed with the write.
+async fn update_locked(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<IfMatch>,
+    change: impl Fn(&Audience) -> Result<ClientFields, ApiError>,
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let mut tx = pool.begin().await?;

@@ -110,13 +110,37 @@ pub async fn update(
     tenant: &Tenant,
     audience: &Audience,
 ) -> Result<String, ApiError> {
+    update_where(conn, tenant, audience, None)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("locked audience {} vanished", audience.id))
+        })
+}
+
+/// Writes a new version only if the row still has `expected_etag`; `None` when another write
+/// came first (or the audience is gone).
+pub async fn update_if_current(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience: &Audience,
+    expected_etag: &str,
+) -> Result<Option<String>, ApiError> {
+    update_where(conn, tenant, audience, Some(expected_etag)).await
+}
+
+async fn update_where(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience: &Audience,
+    expected_etag: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     let body = render(tenant, audience)?;
     let f = &audience.fields;
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE audiences SET name = $3, description = $4, origin_name = $5, lifecycle_state = $6,
              dataset_id = $7, schema_name = $8, update_time = $9, etag = $10, dependencies = $11,
              body = $12::json
-         WHERE sandbox_id = $1 AND id = $2",
+         WHERE sandbox_id = $1 AND id = $2 AND ($13::text IS NULL OR etag = $13)",
     )
     .bind(tenant.sandbox_id())
     .bind(audience.id)
@@ -130,10 +154,19 @@ pub async fn update(
     .bind(&audience.etag)
     .bind(&audience.dependencies)
     .bind(&body)
+    .bind(expected_etag)
     .execute(&mut *conn)
     .await
     .map_err(|e| conflict_or(e, audience))?;
-    Ok(body)
+    Ok((done.rows_affected() == 1).then_some(body))
+}
+
+/// Reads an audience without locking it; pair with [`update_if_current`].
+pub async fn read(pool: &PgPool, tenant: &Tenant, id: Uuid) -> Result<Option<Audience>, ApiError> {
+    match get(pool, tenant, id).await? {
+        Some(stored) => parse_stored(&stored.body).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn render(tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
