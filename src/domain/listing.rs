@@ -220,6 +220,14 @@ impl ListQuery {
         Ok(q)
     }
 
+    /// Whether anything beyond the default "hide inactive" narrows the list.
+    pub fn has_filters(&self) -> bool {
+        !self.properties.is_empty()
+            || self.name.is_some()
+            || self.description.is_some()
+            || self.entity_type.is_some()
+    }
+
     /// `inactive` audiences are listed only when the caller filters by property.
     pub fn hides_inactive(&self) -> bool {
         self.properties.is_empty()

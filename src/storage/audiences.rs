@@ -289,11 +289,20 @@ pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result
     }
     let column = q.sort.column();
     let dir = q.direction();
+    // The default listing (no filter but the hidden inactive ones) is counted from the
+    // trigger-kept counters; any other filter counts the matching rows.
+    let count = if q.has_filters() {
+        format!("SELECT count(*) FROM audiences WHERE {filters}")
+    } else {
+        "SELECT coalesce(sum(n), 0)::bigint FROM audience_counts
+         WHERE sandbox_id = $1 AND lifecycle_state <> 'inactive'"
+            .to_owned()
+    };
     let sql = format!(
         "WITH page AS MATERIALIZED (
              SELECT id, {column} AS k FROM audiences WHERE {filters}
              ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3)
-         SELECT (SELECT count(*) FROM audiences WHERE {filters}),
+         SELECT ({count}),
                 coalesce((SELECT string_agg(a.body::text, ',' ORDER BY p.k {dir}, p.id {dir})
                           FROM page p JOIN audiences a ON a.id = p.id), '')"
     );

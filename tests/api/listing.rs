@@ -233,6 +233,30 @@ async fn property_name_description_and_entity_type_filters() {
     // entityType: no schema counts as profile.
     assert_eq!(count("entityType=_xdm.context.experienceevent").await, 1);
     assert_eq!(count("entityType=_xdm.context.profile").await, 3);
+    // The default count comes from trigger-kept counters: they follow deletes and state changes.
+    let gold = page(&app, "name=gold").await["children"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.delete_audience(&gold).await.status(), 204);
+    assert_eq!(count("").await, 3);
+    assert_eq!(
+        app.patch_audience(
+            id,
+            &json!([{"op": "replace", "path": "/lifecycleState", "value": "published"}])
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(count("").await, 4);
+    let (counted, actual): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(n)::bigint FROM audience_counts), (SELECT count(*) FROM audiences)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counted, actual);
     // Links keep the filters.
     let p = page(&app, "limit=1&name=l&property=lifecycleState!=draft").await;
     let href = p["_links"]["next"]["href"].as_str().unwrap();
