@@ -207,7 +207,8 @@ pub async fn dependents_of(
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as(
         "SELECT id, lifecycle_state FROM audiences
-         WHERE sandbox_id = $1 AND dependencies @> ARRAY[$2]::uuid[] ORDER BY id",
+         WHERE sandbox_id = $1 AND dependencies <> '{}' AND dependencies @> ARRAY[$2]::uuid[]
+         ORDER BY id",
     )
     .bind(tenant.sandbox_id())
     .bind(id)
