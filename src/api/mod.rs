@@ -2,6 +2,7 @@
 
 pub mod audiences;
 pub mod context;
+pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
