@@ -1,5 +1,7 @@
 //! Examples for the OpenAPI document, taken from the audiences guide of the seeds
 //! (`seeds/003`), with the values this server really answers (ms timestamps, `published`).
+//! `definedOn` is left out of them: its items hold a `"$ref"` key, which tools that resolve
+//! references (schemathesis among them) mistake for a reference to fetch.
 
 use serde_json::{json, Value};
 
@@ -13,14 +15,6 @@ fn sandbox() -> Value {
         "type": "production",
         "default": true
     })
-}
-
-fn profile_union() -> Value {
-    json!([{
-        "meta:resourceType": "unions",
-        "meta:containerId": "tenant",
-        "$ref": "https://ns.adobe.com/xdm/context/profile__union"
-    }])
 }
 
 /// The body of a create of a platform-generated audience.
@@ -77,7 +71,6 @@ pub fn platform_audience() -> Value {
         },
         "lifecycleState": "published",
         "isSystem": false,
-        "definedOn": profile_union(),
         "dependencies": [],
         "dependents": [],
         "createdBy": CREATED_BY,
@@ -161,9 +154,8 @@ pub fn audience_list() -> Value {
 /// A bulk-get of two ids, one of which does not exist.
 pub fn bulk_get_response() -> Value {
     let missing = "72c393ea-caed-441a-9eb6-5f66bb1bd6cd";
-    let message = format!(
-        "The audience entity {missing} is not found. Use a valid entity and try again."
-    );
+    let message =
+        format!("The audience entity {missing} is not found. Use a valid entity and try again.");
     json!({
         "results": {
             "322f9f62-cd27-11ec-9d64-0242ac120002": external_audience(),

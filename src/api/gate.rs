@@ -222,10 +222,7 @@ pub mod openapi {
         add_missing(
             op,
             "503",
-            error_response(
-                "The database does not answer; retry later.",
-                "ErrorBody",
-            ),
+            error_response("The database does not answer; retry later.", "ErrorBody"),
         );
     }
 
@@ -250,15 +247,18 @@ pub mod openapi {
         }
         for response in op.responses.responses.values_mut() {
             if let RefOr::T(response) = response {
-                response.headers.entry(REQUEST_ID.to_owned()).or_insert_with(|| {
-                    HeaderBuilder::new()
+                response
+                    .headers
+                    .entry(REQUEST_ID.to_owned())
+                    .or_insert_with(|| {
+                        HeaderBuilder::new()
                         .schema(Some(string()))
                         .description(Some(
                             "The caller's `x-request-id`, or 32 alphanumerics made by the server.",
                         ))
                         .build()
                         .into()
-                });
+                    });
             }
         }
     }

@@ -125,54 +125,46 @@ pub enum LifecycleState {
     Active,
 }
 
-/// Whether one evaluation method is on.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct EvaluationMode {
-    pub enabled: bool,
-}
-
-/// How the audience is evaluated. Platform audiences get batch evaluation when none is given.
+/// How the audience is evaluated. Platform audiences get
+/// `{"batch": {"enabled": true}, "continuous": {"enabled": false}, "synchronous": {"enabled": false}}`
+/// when none is given. The server checks only that this is an object and keeps what is inside as
+/// given, so the members below are described, not enforced.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct EvaluationInfo {
-    /// Evaluated on the daily batch.
-    #[schema(nullable = false)]
-    pub batch: Option<EvaluationMode>,
-    /// Streaming evaluation.
-    #[schema(nullable = false)]
-    pub continuous: Option<EvaluationMode>,
-    /// Edge evaluation.
-    #[schema(nullable = false)]
-    pub synchronous: Option<EvaluationMode>,
+    /// Daily batch evaluation: `{"enabled": true|false}`.
+    pub batch: Option<Value>,
+    /// Streaming evaluation: `{"enabled": true|false}`.
+    pub continuous: Option<Value>,
+    /// Edge evaluation: `{"enabled": true|false}`.
+    pub synchronous: Option<Value>,
 }
 
-/// The audience's data governance policy.
+/// The audience's data governance policy. Kept as given (the server checks only that it is an
+/// object).
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataGovernancePolicy {
-    /// Leave out profiles that opted out.
-    #[schema(nullable = false)]
-    pub exclude_opt_out: Option<bool>,
+    /// A boolean: leave out profiles that opted out.
+    pub exclude_opt_out: Option<Value>,
 }
 
-/// Ids that tie an external audience to other systems. Kept as given.
+/// Ids that tie an external audience to other systems, each a string. Kept as given (the server
+/// checks only that it is an object).
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkedAudienceRef {
     /// The dataflow that brings the audience's data in.
-    #[schema(nullable = false)]
-    pub flow_id: Option<String>,
+    pub flow_id: Option<Value>,
     /// The Audience Orchestration composition it came from.
-    #[schema(nullable = false)]
-    pub ao_workflow_id: Option<String>,
+    pub ao_workflow_id: Option<Value>,
     /// The XDM field group that describes the audience's payload.
-    #[schema(nullable = false)]
-    pub payload_field_group_ref: Option<String>,
+    pub payload_field_group_ref: Option<Value>,
     /// The Audience Manager folder of the audience.
-    #[schema(nullable = false)]
-    pub audience_folder_id: Option<String>,
+    pub audience_folder_id: Option<Value>,
 }
 
-/// The XDM union a platform audience is defined on (always the profile union here).
+/// The XDM union a platform audience is defined on. Here always `{"meta:resourceType": "unions",
+/// "meta:containerId": "tenant", "$ref": "https://ns.adobe.com/xdm/context/profile__union"}`.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DefinedOn {
     #[serde(rename = "meta:resourceType")]
