@@ -9,8 +9,10 @@
 #   5. creates a scratch database, starts the server on a free port
 #   6. schemathesis against the served document: no server errors, every status, content type
 #      and body as documented
-#   7. the Swagger UI browser test in headless chromium (tools/swagger-ui.test.mjs)
-#   8. stops the server, drops the database; exits non-zero when any check failed
+#   7. a TypeScript client generated from the document (openapi-typescript + openapi-fetch),
+#      compiled with strict tsc and run against the server (tools/client-example/)
+#   8. the Swagger UI browser test in headless chromium (tools/swagger-ui.test.mjs)
+#   9. stops the server, drops the database; exits non-zero when any check failed
 #
 # Every check runs even when an earlier one failed; the summary at the end lists them all.
 #
@@ -148,14 +150,23 @@ run_schemathesis() {
 }
 check "schemathesis (seed $ST_SEED, $ST_MAX_EXAMPLES examples)" run_schemathesis
 
-# --- 7. Swagger UI in a browser ------------------------------------------------------------------
+# --- 7. a client generated from the document ----------------------------------------------------
+generated_client() {
+    (cd tools/client-example &&
+        ../node_modules/.bin/openapi-typescript ../../openapi/openapi.json -o generated/openapi.d.ts --silent &&
+        ../node_modules/.bin/tsc -p . &&
+        BASE_URL="$BASE" node dist/audiences.mjs)
+}
+check "generated TypeScript client compiles and works" generated_client
+
+# --- 8. Swagger UI in a browser ------------------------------------------------------------------
 check "Swagger UI browser test" env BASE_URL="$BASE" CHROMIUM="$CHROMIUM" \
     SCREENSHOT="$OUT/swagger-ui.png" node tools/swagger-ui.test.mjs
 
 # The server must still be up: a crash during the checks is a failure even if they passed.
 check "server still healthy" curl -fsS -o /dev/null "$BASE/health"
 
-# --- 8. summary ----------------------------------------------------------------------------------
+# --- 9. summary ----------------------------------------------------------------------------------
 cleanup
 say "summary ($((SECONDS - STARTED)) s)"
 for p in "${PASSED[@]}"; do echo "  ok      $p"; done

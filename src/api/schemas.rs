@@ -389,7 +389,7 @@ pub struct BulkGetRequest {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum BulkGetResult {
-    Found(Audience),
+    Found(Box<Audience>),
     NotFound(ErrorBody),
 }
 
