@@ -371,7 +371,8 @@ def compare() -> tuple[str, bool]:
                     lines.append(f"- **UNSTATED** `{d.key}`: {d.what}")
                 else:
                     totals[1] += 1
-                    lines.append(f"- `{d.key}`: {d.what}. Decision: {d.stated}")
+                    decision = " ".join(d.stated.split())
+                    lines.append(f"- `{d.key}`: {d.what}. Decision: {decision}")
             for n in notes:
                 lines.append(f"- note: {n}")
             lines.append("")
