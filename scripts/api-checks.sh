@@ -97,7 +97,7 @@ fi
 # --- 2. build, and the committed document is the generated one --------------------------------
 say "build"
 cargo build --locked --bin audience-server || die "cargo build failed"
-BIN=$ROOT/target/debug/audience-server
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/audience-server
 
 document_is_current() {
     "$BIN" openapi --out "$OUT/openapi.generated.json" &&
@@ -120,7 +120,8 @@ psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$DB_NAME\"" >/dev
 DB_URL=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$ADMIN_URL" "$DB_NAME")
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE=http://127.0.0.1:$PORT
-DATABASE_URL=$DB_URL HOST=127.0.0.1 PORT=$PORT RUST_LOG=${RUST_LOG:-warn} \
+mkdir -p "$OUT/landing"
+DATABASE_URL=$DB_URL HOST=127.0.0.1 PORT=$PORT LANDING_DIR=$OUT/landing RUST_LOG=${RUST_LOG:-warn} \
     "$BIN" serve >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 120); do
