@@ -207,7 +207,7 @@ fn not_found_entry(id: &str) -> String {
     description = "One audience by its `id` (not its `audienceId`), with its `_etag` also in `ETag`. With `If-None-Match` holding the current etag (or `*`) the answer is 304 without a body.",
     params(
         ("id" = String, Path, description = "The audience's `id` (not its `audienceId`)", example = "60ccea95-1435-4180-97a5-58af4aa285ab"),
-        ("If-None-Match" = Option<String>, Header, description = "One or more `_etag`s, or `*`; when one is current the answer is 304 without a body"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "One or more `_etag`s, or `*`; when one is current the answer is 304 without a body"),
     ),
     responses(
         (status = 200, description = "The audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's `_etag`")), examples(
@@ -246,7 +246,7 @@ Differs from Adobe's document (deliberate, see API.md sections 1 and 2):
 - `status 500`: 5xx answers are kept for real faults (clients retry them blindly), so none is part of the contract beyond 503 when the database does not answer.",
     params(
         ("id" = String, Path, description = "The audience's `id`", example = "4afe34ae-8c98-4513-8a1d-67ccaa54bc05"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
     ),
     request_body(content = schemas::Audience, content_type = "application/json", examples(
         ("Rename an external audience" = (value = json!(examples::replace_request()))),
@@ -288,7 +288,7 @@ Differs from Adobe's document (deliberate, see API.md section 2):
 - `status 201`: an update answers 200, as the service and its guides do; Adobe's document says 201.",
     params(
         ("id" = String, Path, description = "The audience's `id`", example = "4afe34ae-8c98-4513-8a1d-67ccaa54bc05"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
     ),
     request_body(content = Vec<schemas::PatchOperation>, content_type = "application/json", examples(
         ("Change the expression" = (value = json!(examples::patch_request()))),
@@ -326,7 +326,7 @@ pub async fn patch_audience(
     description = "Deletes the audience; later reads answer 404. Refused while other audiences that are not inactive depend on it. With `If-Match` the deletion applies only to that version.",
     params(
         ("id" = String, Path, description = "The audience's `id`", example = "60ccea95-1435-4180-97a5-58af4aa285ab"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the deletion is based on, or `*`; a stale one gives 412 and deletes nothing"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the deletion is based on, or `*`; a stale one gives 412 and deletes nothing"),
     ),
     responses(
         (status = 204, description = "Deleted; no body"),
