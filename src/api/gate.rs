@@ -214,7 +214,7 @@ pub mod openapi {
                 op,
                 "415",
                 error_response(
-                    "`Content-Type` is not JSON (`application/json` or `application/*+json`).",
+                    "`Content-Type` is neither JSON (`application/json`, `application/*+json`) nor `application/x-www-form-urlencoded` (what `curl -d` sends; the body is read as JSON).",
                     "ErrorBody",
                 ),
             );
