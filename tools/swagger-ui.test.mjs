@@ -4,7 +4,8 @@
 // listAudiences, after filling the Authorize dialog, gets a 200 from the server.
 //
 // Usage: BASE_URL=http://127.0.0.1:8080 node tools/swagger-ui.test.mjs
-// Optional: CHROMIUM=/usr/bin/chromium, SCREENSHOT=/tmp/swagger-ui.png
+// Optional: CHROMIUM=/usr/bin/chromium, SCREENSHOT=/tmp/swagger-ui.png (the page after Execute;
+// the operations overview goes beside it as swagger-ui-operations.png)
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -88,6 +89,8 @@ async function main() {
     const missing = operations.filter((op) => !listed.includes(op.id)).map((op) => op.id);
     if (missing.length) fail(`operations not listed: ${missing.join(', ')}`);
     console.log(`listed ${listed.length} operations: ${listed.join(', ')}`);
+    const overview = screenshot.replace(/\.png$/, '') + '-operations.png';
+    await page.screenshot({ path: overview, fullPage: true });
 
     // Authorize: one value per security scheme.
     await page.click('.auth-wrapper .authorize');
