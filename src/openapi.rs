@@ -13,15 +13,17 @@ use utoipa::{
 };
 use utoipa_actix_web::AppExt;
 
-use crate::api;
+use crate::api::{self, gate, schemas};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Audience reference server",
-        description = "A persistent reference implementation of Adobe Experience Platform's audience APIs: the Segmentation Service audiences (`/data/core/ups`) and audience ingestion (`/data/core/ais`). Every route is also served without `/data` and with a trailing slash.",
-        license(name = "Apache-2.0"),
+        description = "A persistent reference implementation of Adobe Experience Platform's audience APIs: the Segmentation Service audiences (`/data/core/ups`) and audience ingestion (`/data/core/ais`). Every route is also served without `/data` and with a trailing slash.\n\nEvery API call carries four headers, checked in this order before anything else: `Authorization: Bearer <token>`, `x-api-key`, `x-gw-ims-org-id` and `x-sandbox-name` (they are the security schemes below). Every resource belongs to one (organisation, sandbox): another tenant's resource answers 404. Every response carries `x-request-id`, and every body is JSON, errors included: header errors in the gateway's shape (`GatewayError`), all others in the service's shape (`ErrorBody`). A wrong method on a known path answers 405 and an unknown path 404, both in the service's shape.\n\nThis document is generated from the handlers; the browsable version is at `/docs`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
+    servers((url = "/", description = "The server that serves this document")),
+    components(schemas(schemas::GatewayError, schemas::BadRequestBody, schemas::ErrorBody)),
     tags(
         (name = "Audiences", description = "UPS (Segmentation Service) audiences"),
         (name = "Operations", description = "Server health and documents"),
@@ -75,6 +77,7 @@ pub fn document() -> Document {
         .configure(api::configure)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    gate::openapi::document(&mut doc);
     doc
 }
 

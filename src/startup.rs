@@ -78,7 +78,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(api::MAX_BODY_BYTES))
                 .configure(api::configure)
                 .split_for_parts();
-            app.route("/openapi.json", web::get().to(serve_openapi))
+            app.route(api::docs::OPENAPI_PATH, web::get().to(serve_openapi))
+                .route("/docs", web::get().to(api::docs::redirect_to_docs))
+                .service(api::docs::swagger_ui())
                 .default_service(web::to(api::unmatched))
                 .wrap(from_fn(context::normalize_path))
                 .wrap(from_fn(context::request_context))

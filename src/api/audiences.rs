@@ -7,7 +7,7 @@ use actix_web::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{json_body, respond, schemas, AppState};
+use super::{examples, json_body, respond, schemas, AppState};
 use crate::{
     domain::{listing::ListQuery, Caller, Tenant},
     error::{ApiError, Code},
@@ -54,19 +54,22 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
     tag = "Audiences",
     operation_id = "listAudiences",
     summary = "List audiences",
-    description = "A page of the sandbox's audiences, `start`/`limit` offset paging. Without any `property` filter, `inactive` audiences are left out. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).",
+    description = "A page of the sandbox's audiences with `start`/`limit` offset paging, sorted, and filtered by exact `property` matches and case-insensitive `name`/`description` substrings. Without any `property` filter, `inactive` audiences are left out (as the real service does); with one they are included. `_page.next` and `_links.next` are present only when another page follows; `_links.next.href` keeps the caller's filters. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).
+
+Differs from Adobe's document (deliberate, see API.md section 2):
+- `parameter property (query) type`: `property` may be repeated (`property=type==ExternalSegment&property=lifecycleState!=draft`) and every filter must hold, so it is an array of strings; a single `property` is sent exactly as Adobe's.",
     params(
-        ("start" = Option<i64>, Query, description = "Offset of the first audience, >= 0 (default 0)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1..1000 (default 20)"),
-        ("sort" = Option<String>, Query, description = "`field:asc` or `field:desc`; fields: name, creationTime, updateTime, createEpoch, updateEpoch, lifecycleState, audienceId, namespace (default updateTime:desc; ties broken by id)"),
-        ("property" = Option<Vec<String>>, Query, description = "`field==value` or `field!=value`, repeatable; fields: id, audienceId, name, namespace, type, originName, lifecycleState, datasetId, createdBy"),
+        ("start" = Option<i64>, Query, minimum = 0, description = "Offset of the first audience, >= 0 (default 0)", example = 0),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..1000 (default 20)", example = 20),
+        ("sort" = Option<String>, Query, description = "`field:asc` or `field:desc`; fields: `name`, `creationTime`, `updateTime`, `createEpoch`, `updateEpoch`, `lifecycleState`, `audienceId`, `namespace` (default `updateTime:desc`; ties broken by `id`, so pages never repeat or skip)", example = "updateTime:desc"),
+        ("property" = Option<Vec<String>>, Query, explode = true, description = "`field==value` (exact) or `field!=value`, for example `audienceId==test-audience-id`; repeatable, all must hold; fields: `id`, `audienceId`, `name`, `namespace`, `type`, `originName`, `lifecycleState`, `datasetId`, `createdBy`"),
         ("name" = Option<String>, Query, description = "Case-insensitive substring of the name"),
         ("description" = Option<String>, Query, description = "Case-insensitive substring of the description"),
-        ("entityType" = Option<String>, Query, description = "Matches `schema.name`; an audience without a schema counts as `_xdm.context.profile`"),
+        ("entityType" = Option<String>, Query, description = "Matches `schema.name` exactly; an audience without a schema counts as `_xdm.context.profile`"),
     ),
     responses(
         (status = 200, description = "A page of audiences", body = schemas::AudienceList),
-        (status = 400, description = "A query parameter is invalid", body = schemas::ErrorBody),
+        (status = 400, description = "A query parameter is invalid: unknown sort field, bad operator, malformed `property`, negative `start`, `limit` out of range (the message names the parameter)", body = schemas::ErrorBody),
     )
 )]
 #[get("/audiences")]
@@ -110,12 +113,21 @@ pub async fn list_audiences(
     tag = "Audiences",
     operation_id = "createAudience",
     summary = "Create an audience",
-    description = "Creates a platform-generated (`SegmentDefinition`) or externally generated (`ExternalSegment`) audience. System fields sent by the client are ignored; unknown fields are kept.",
-    request_body(content = schemas::Audience, content_type = "application/json"),
+    description = "Creates a platform-generated (`SegmentDefinition`, from a PQL `expression`) or externally generated (`ExternalSegment`) audience and answers it whole, with its `_etag` also in `ETag`. `name` is required. Read-only fields sent by the client are ignored; fields the server does not know are kept and returned. Defaults: platform audiences get `audienceId` = `id`, `namespace` `AEPSegments`, `originName` `REAL_TIME_CUSTOMER_PROFILE`, the profile schema and batch evaluation; external ones keep the client's `audienceId` (one is generated when absent) and get `originName` `CUSTOM_UPLOAD`. `lifecycleState` defaults to `published`. Every `inSegment(\"<id>\")` in the expression must name an audience of the sandbox.
+
+Differs from Adobe's document (deliberate, see API.md section 2):
+- `status 201`: a create answers 200, as the service and its guides do; Adobe's document says 201.",
+    request_body(content = schemas::Audience, content_type = "application/json", examples(
+        ("Platform-generated audience" = (summary = "A PQL audience on profiles", value = json!(examples::create_platform_request()))),
+        ("Externally generated audience" = (summary = "An audience whose members come from a dataset", value = json!(examples::create_external_request()))),
+    )),
     responses(
-        (status = 200, description = "The created audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's _etag"))),
-        (status = 400, description = "The body is invalid", body = schemas::ErrorBody),
-        (status = 409, description = "(namespace, audienceId) is taken in this sandbox", body = schemas::ErrorBody),
+        (status = 200, description = "The created audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's `_etag`")), examples(
+            ("Platform-generated audience" = (value = json!(examples::platform_audience()))),
+            ("Externally generated audience" = (value = json!(examples::external_audience()))),
+        )),
+        (status = 400, description = "The body is not a JSON object, a field has the wrong type, `name` is missing (`UPLIB-101206-500`), or the audience is invalid: unknown `type` or `lifecycleState`, `deleted`/`archived`, an `inSegment` reference to an unknown or unpublished audience or a cycle (`UPAPI-113434-400`)", body = schemas::ErrorBody),
+        (status = 409, description = "(`namespace`, `audienceId`) is already taken in this sandbox (`UPAPI-113409-409`)", body = schemas::ErrorBody),
     )
 )]
 #[post("/audiences")]
@@ -139,11 +151,12 @@ pub async fn create_audience(
     tag = "Audiences",
     operation_id = "bulkGetAudiences",
     summary = "Get several audiences by id",
+    description = "Reads 1 to 100 audiences by `id` in one call. The body lists ids as objects (`{\"id\": \"...\"}`, as Adobe's guide does) or as bare strings. The answer maps every requested id to its audience, or to a 404 error body when that id is not found in the sandbox; when none is found the whole call answers 404.",
     request_body(content = schemas::BulkGetRequest, content_type = "application/json"),
     responses(
         (status = 207, description = "One result per requested id: the audience, or an error body", body = schemas::BulkGetResponse),
-        (status = 400, description = "No ids or more than 100", body = schemas::ErrorBody),
-        (status = 404, description = "None of the ids was found", body = schemas::ErrorBody),
+        (status = 400, description = "The body is not valid (`UPLIB-101206-500`), or it holds no ids or more than 100 (`UPAPI-113015-400`)", body = schemas::ErrorBody),
+        (status = 404, description = "None of the ids was found (`UPAPI-113000-404`)", body = schemas::ErrorBody),
     )
 )]
 #[post("/audiences/bulk-get")]
@@ -191,14 +204,18 @@ fn not_found_entry(id: &str) -> String {
     tag = "Audiences",
     operation_id = "getAudience",
     summary = "Get an audience",
+    description = "One audience by its `id` (not its `audienceId`), with its `_etag` also in `ETag`. With `If-None-Match` holding the current etag (or `*`) the answer is 304 without a body.",
     params(
-        ("id" = String, Path, description = "The audience's `id` (not its `audienceId`)"),
-        ("If-None-Match" = Option<String>, Header, description = "An `_etag`; when it is current the answer is 304 without a body"),
+        ("id" = String, Path, description = "The audience's `id` (not its `audienceId`)", example = "60ccea95-1435-4180-97a5-58af4aa285ab"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "One or more `_etag`s, or `*`; when one is current the answer is 304 without a body"),
     ),
     responses(
-        (status = 200, description = "The audience", body = schemas::Audience, headers(("ETag" = String))),
-        (status = 304, description = "The audience still has the given etag"),
-        (status = 404, description = "No such audience in this sandbox", body = schemas::ErrorBody),
+        (status = 200, description = "The audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's `_etag`")), examples(
+            ("Platform-generated audience" = (value = json!(examples::platform_audience()))),
+            ("Externally generated audience" = (value = json!(examples::external_audience()))),
+        )),
+        (status = 304, description = "The audience still has the given etag", headers(("ETag" = String, description = "The audience's `_etag`"))),
+        (status = 404, description = "No such audience in this sandbox (`UPAPI-113430-404`)", body = schemas::ErrorBody),
     )
 )]
 #[get("/audiences/{id}")]
@@ -222,17 +239,23 @@ pub async fn get_audience(
     tag = "Audiences",
     operation_id = "replaceAudience",
     summary = "Replace an audience",
-    description = "Full replacement of the client fields. `namespace`, `audienceId` and `type` are immutable: left out they are kept, changed they are refused. Lifecycle changes follow the allowed transitions.",
+    description = "Replaces all client fields of the audience (send the whole object; read-only fields sent back are ignored). `namespace`, `audienceId` and `type` are immutable: left out they are kept, changed they are refused. A `lifecycleState` change must be allowed: draft to published, published to inactive, inactive to published; deactivating needs every dependent audience inactive. With `If-Match` the write applies only to that version.
+
+Differs from Adobe's document (deliberate, see API.md sections 1 and 2):
+- `status 201`: an update answers 200, as the service and its guides do; Adobe's document says 201.
+- `status 500`: 5xx answers are kept for real faults (clients retry them blindly), so none is part of the contract beyond 503 when the database does not answer.",
     params(
-        ("id" = String, Path, description = "The audience's `id`"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the change is based on, or `*`"),
+        ("id" = String, Path, description = "The audience's `id`", example = "4afe34ae-8c98-4513-8a1d-67ccaa54bc05"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
     ),
-    request_body(content = schemas::Audience, content_type = "application/json"),
+    request_body(content = schemas::Audience, content_type = "application/json", examples(
+        ("Rename an external audience" = (value = json!(examples::replace_request()))),
+    )),
     responses(
-        (status = 200, description = "The replaced audience", body = schemas::Audience, headers(("ETag" = String))),
-        (status = 400, description = "The body is invalid, an immutable field changed, or the lifecycle change is not allowed", body = schemas::ErrorBody),
-        (status = 404, description = "No such audience in this sandbox", body = schemas::ErrorBody),
-        (status = 412, description = "If-Match does not match the current _etag", body = schemas::ErrorBody),
+        (status = 200, description = "The replaced audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's new `_etag`"))),
+        (status = 400, description = "The body is invalid (`UPLIB-101206-500`); an immutable field changed, or the lifecycle change or a reference is not allowed (`UPAPI-113434-400`); or deactivation is refused because active audiences depend on it (`UPAPI-113631-403`)", body = schemas::ErrorBody),
+        (status = 404, description = "No such audience in this sandbox (`UPAPI-113430-404`)", body = schemas::ErrorBody),
+        (status = 412, description = "`If-Match` does not match the current `_etag` (`UPAPI-113412-412`)", body = schemas::ErrorBody),
     )
 )]
 #[put("/audiences/{id}")]
@@ -259,17 +282,22 @@ pub async fn replace_audience(
     tag = "Audiences",
     operation_id = "patchAudience",
     summary = "Patch an audience (RFC 6902)",
-    description = "A JSON Patch array: add, remove, replace, move, copy, test. System and immutable fields cannot be changed (`test` may read them). The patched audience is validated as a whole.",
+    description = "Applies a JSON Patch array (`add`, `remove`, `replace`, `move`, `copy`, `test`) to the audience as a client sees it. Read-only and immutable fields cannot be changed (`test` may read them); a failed `test` refuses the whole patch. The patched audience is validated as a whole, like a PUT. With `If-Match` the write applies only to that version.
+
+Differs from Adobe's document (deliberate, see API.md section 2):
+- `status 201`: an update answers 200, as the service and its guides do; Adobe's document says 201.",
     params(
-        ("id" = String, Path, description = "The audience's `id`"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the change is based on, or `*`"),
+        ("id" = String, Path, description = "The audience's `id`", example = "4afe34ae-8c98-4513-8a1d-67ccaa54bc05"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the change is based on, or `*`; a stale one gives 412 and changes nothing"),
     ),
-    request_body(content = Vec<schemas::PatchOperation>, content_type = "application/json"),
+    request_body(content = Vec<schemas::PatchOperation>, content_type = "application/json", examples(
+        ("Change the expression" = (value = json!(examples::patch_request()))),
+    )),
     responses(
-        (status = 200, description = "The patched audience", body = schemas::Audience, headers(("ETag" = String))),
-        (status = 400, description = "The patch is malformed, a test failed, or the result is invalid", body = schemas::ErrorBody),
-        (status = 404, description = "No such audience in this sandbox", body = schemas::ErrorBody),
-        (status = 412, description = "If-Match does not match the current _etag", body = schemas::ErrorBody),
+        (status = 200, description = "The patched audience", body = schemas::Audience, headers(("ETag" = String, description = "The audience's new `_etag`"))),
+        (status = 400, description = "The body is not a JSON Patch array or an operation is malformed (`UPLIB-101206-500`); an operation touches a read-only or immutable field, a `test` failed, or the patched audience is invalid (`UPAPI-113434-400`); or deactivation is refused because active audiences depend on it (`UPAPI-113631-403`)", body = schemas::ErrorBody),
+        (status = 404, description = "No such audience in this sandbox (`UPAPI-113430-404`)", body = schemas::ErrorBody),
+        (status = 412, description = "`If-Match` does not match the current `_etag` (`UPAPI-113412-412`)", body = schemas::ErrorBody),
     )
 )]
 #[patch("/audiences/{id}")]
@@ -295,15 +323,16 @@ pub async fn patch_audience(
     tag = "Audiences",
     operation_id = "deleteAudience",
     summary = "Delete an audience",
+    description = "Deletes the audience; later reads answer 404. Refused while other audiences that are not inactive depend on it. With `If-Match` the deletion applies only to that version.",
     params(
-        ("id" = String, Path, description = "The audience's `id`"),
-        ("If-Match" = Option<String>, Header, description = "The `_etag` the deletion is based on, or `*`"),
+        ("id" = String, Path, description = "The audience's `id`", example = "60ccea95-1435-4180-97a5-58af4aa285ab"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `_etag` the deletion is based on, or `*`; a stale one gives 412 and deletes nothing"),
     ),
     responses(
-        (status = 204, description = "Deleted"),
-        (status = 400, description = "Other audiences that are not inactive depend on it", body = schemas::ErrorBody),
-        (status = 404, description = "No such audience in this sandbox", body = schemas::ErrorBody),
-        (status = 412, description = "If-Match does not match the current _etag", body = schemas::ErrorBody),
+        (status = 204, description = "Deleted; no body"),
+        (status = 400, description = "Other audiences that are not inactive depend on it (`UPAPI-113631-403`)", body = schemas::ErrorBody),
+        (status = 404, description = "No such audience in this sandbox (`UPAPI-113430-404`)", body = schemas::ErrorBody),
+        (status = 412, description = "`If-Match` does not match the current `_etag` (`UPAPI-113412-412`)", body = schemas::ErrorBody),
     )
 )]
 #[delete("/audiences/{id}")]

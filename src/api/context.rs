@@ -108,14 +108,15 @@ fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> 
 }
 
 /// Serves the documented aliases: `/core/...` for `/data/core/...` (one of Adobe's guides uses
-/// it) and any path with a trailing slash.
+/// it) and any path with a trailing slash, except Swagger UI's `/docs/` pages.
 pub async fn normalize_path(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let path = req.path();
     let mut rewritten = None;
-    if path.len() > 1 && path.ends_with('/') {
+    // Swagger UI's pages live under `/docs/` and load their assets relative to it.
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with(super::docs::DOCS_PATH) {
         rewritten = Some(path.trim_end_matches('/').to_owned());
     }
     let current = rewritten.as_deref().unwrap_or(path);

@@ -136,3 +136,160 @@ fn check_content_type(req: &ServiceRequest) -> Result<(), ApiError> {
         ))
     }
 }
+
+/// The gate's answers, as the OpenAPI document states them. Every operation under a gated base path
+/// gets them, so an endpoint added behind the gate is documented without repeating them in its
+/// handler: 401 and 403 in the gateway's shape, 400 that may also come in the gateway's shape, 415
+/// and 413 on operations that take a body, and 503 when the database does not answer. Every
+/// operation, gated or not, documents `x-request-id`.
+pub mod openapi {
+    use utoipa::openapi::{
+        header::HeaderBuilder,
+        path::{Operation, ParameterBuilder, ParameterIn},
+        response::{Response, ResponseBuilder},
+        schema::{ObjectBuilder, Type},
+        Content, OpenApi, Ref, RefOr, Required,
+    };
+
+    use crate::api::{AIS_BASE, UPS_BASE};
+
+    const JSON: &str = "application/json";
+    const REQUEST_ID: &str = "x-request-id";
+
+    fn error_response(description: &str, schema: &str) -> RefOr<Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(JSON, Content::new(Some(Ref::from_schema_name(schema))))
+            .build()
+            .into()
+    }
+
+    fn add_missing(op: &mut Operation, status: &str, response: RefOr<Response>) {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(response);
+    }
+
+    /// The header errors: the service's 400 (and other errors the handler documents) becomes
+    /// "the service's body or the gateway's".
+    fn document_gate(op: &mut Operation) {
+        const HEADERS_400: &str = "Or a header is missing or malformed: `x-gw-ims-org-id` missing (gateway shape, `400003`), `x-sandbox-name` missing or not `[a-z0-9-]{1,64}` (service shape).";
+        let bad_request = op.responses.responses.remove("400");
+        let description = match bad_request {
+            Some(RefOr::T(r)) => {
+                let own = r.description.trim_end();
+                let stop = if own.ends_with('.') { "" } else { "." };
+                format!("{own}{stop} {HEADERS_400}")
+            }
+            _ => HEADERS_400.replacen("Or a", "A", 1),
+        };
+        op.responses.responses.insert(
+            "400".to_owned(),
+            error_response(&description, "BadRequestBody"),
+        );
+        add_missing(
+            op,
+            "401",
+            error_response(
+                "`Authorization` is missing (`403010`) or is not a valid bearer token (`401013`). Gateway shape.",
+                "GatewayError",
+            ),
+        );
+        add_missing(
+            op,
+            "403",
+            error_response(
+                "`x-api-key` is missing (`403000`), or in `verify` mode the token may not act for this organisation (`403025`). Gateway shape.",
+                "GatewayError",
+            ),
+        );
+        if op.request_body.is_some() {
+            add_missing(
+                op,
+                "413",
+                error_response("The body is larger than 2 MiB.", "ErrorBody"),
+            );
+            add_missing(
+                op,
+                "415",
+                error_response(
+                    "`Content-Type` is neither JSON (`application/json`, `application/*+json`) nor `application/x-www-form-urlencoded` (what `curl -d` sends; the body is read as JSON).",
+                    "ErrorBody",
+                ),
+            );
+        }
+        add_missing(
+            op,
+            "503",
+            error_response("The database does not answer; retry later.", "ErrorBody"),
+        );
+    }
+
+    /// `x-request-id` is echoed (or made) on every response.
+    fn document_request_id(op: &mut Operation) {
+        let string = || ObjectBuilder::new().schema_type(Type::String).build();
+        let parameter = ParameterBuilder::new()
+            .name(REQUEST_ID)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Your id for this request (up to 128 visible ASCII characters); echoed in the response and in error bodies. One is made when absent.",
+            ))
+            .schema(Some(string()))
+            .build();
+        let parameters = op.parameters.get_or_insert_with(Vec::new);
+        let present = parameters
+            .iter()
+            .any(|p| matches!(p, RefOr::T(p) if p.name.eq_ignore_ascii_case(REQUEST_ID)));
+        if !present {
+            parameters.push(RefOr::T(parameter));
+        }
+        for response in op.responses.responses.values_mut() {
+            if let RefOr::T(response) = response {
+                response
+                    .headers
+                    .entry(REQUEST_ID.to_owned())
+                    .or_insert_with(|| {
+                        HeaderBuilder::new()
+                        .schema(Some(string()))
+                        .description(Some(
+                            "The caller's `x-request-id`, or 32 alphanumerics made by the server.",
+                        ))
+                        .build()
+                        .into()
+                    });
+            }
+        }
+    }
+
+    /// Applies the gate's answers to the operations it guards, and states that the others need
+    /// no credentials.
+    pub fn document(doc: &mut OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let gated = [UPS_BASE, AIS_BASE]
+                .iter()
+                .any(|base| path.starts_with(&format!("{base}/")));
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if gated {
+                    document_gate(op);
+                } else {
+                    op.security = Some(Vec::new());
+                }
+                document_request_id(op);
+            }
+        }
+    }
+}

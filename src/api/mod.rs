@@ -2,6 +2,8 @@
 
 pub mod audiences;
 pub mod context;
+pub mod docs;
+pub mod examples;
 pub mod gate;
 pub mod health;
 pub mod respond;
@@ -100,8 +102,25 @@ pub fn json_body(bytes: &[u8], code: Code) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(code, "The request body is required."));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(code, format!("The request body is not valid JSON: {e}.")))
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(code, format!("The request body is not valid JSON: {e}.")))?;
+    if holds_nul(&value) {
+        return Err(ApiError::new(
+            code,
+            "The request body must not contain the character U+0000 (\\u0000) in a string or key.",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether a string or key anywhere in `value` holds U+0000, which PostgreSQL text cannot store.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// Registers every route. Both the server and the OpenAPI export call this, so the document

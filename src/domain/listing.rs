@@ -158,6 +158,22 @@ impl ListQuery {
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let (key, value) = (key.into_owned(), value.into_owned());
+            // PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the query.
+            const KNOWN: [&str; 7] = [
+                "start",
+                "limit",
+                "sort",
+                "property",
+                "name",
+                "description",
+                "entityType",
+            ];
+            if value.contains('\0') && KNOWN.contains(&key.as_str()) {
+                return Err(ApiError::bad_param(
+                    &key,
+                    "must not contain the character U+0000",
+                ));
+            }
             match key.as_str() {
                 "start" => {
                     q.start = value

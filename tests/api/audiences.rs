@@ -396,3 +396,40 @@ async fn delete_then_not_found() {
     )
     .await;
 }
+
+/// PostgreSQL text cannot hold U+0000; a body or query that carries it is the client's error,
+/// not a 500 (found by schemathesis).
+#[tokio::test]
+async fn nul_characters_are_client_errors() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .create_audience(&json!({"name": "a\u{0}b", "description": "x"}))
+        .await;
+    let message = assert_error(res, 400, "UPLIB-101206-500").await;
+    assert!(message.contains("U+0000"), "{message}");
+    let res = app
+        .create_audience(&json!({"name": "ok", "extra": {"k\u{0}": 1}}))
+        .await;
+    assert_error(res, 400, "UPLIB-101206-500").await;
+    for query in [
+        "name=%00",
+        "description=a%00",
+        "entityType=%00",
+        "property=name==a%00b",
+    ] {
+        let res = app.list(query).await;
+        let message = assert_error(res, 400, "UPAPI-113401-400").await;
+        assert!(message.contains("U+0000"), "{query}: {message}");
+    }
+    let created = app.created(platform_audience()).await;
+    let id = created["id"].as_str().unwrap();
+    let res = app
+        .patch_audience(
+            id,
+            &json!([{"op": "add", "path": "/description", "value": "\u{0}"}]),
+        )
+        .await;
+    assert_error(res, 400, "UPLIB-101206-500").await;
+    let res = app.list("").await;
+    assert_eq!(res.status(), 200);
+}

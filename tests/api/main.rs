@@ -2,6 +2,7 @@
 
 mod audiences;
 mod conditional;
+mod docs;
 mod embedded;
 mod foundation;
 mod helpers;
