@@ -24,6 +24,7 @@ use crate::api;
     ),
     tags(
         (name = "Audiences", description = "UPS (Segmentation Service) audiences"),
+        (name = "Audience ingestion", description = "AIS: meta-only audiences, external audiences, their creation operations and ingestion runs"),
         (name = "Operations", description = "Server health and documents"),
     ),
     modifiers(&HeaderSecurity),
