@@ -40,7 +40,8 @@ fn accepts_meta_only(req: &HttpRequest) -> bool {
             essence.eq_ignore_ascii_case(META_ONLY_ACCEPT)
                 && parts.any(|p| {
                     p.split_once('=').is_some_and(|(k, v)| {
-                        k.trim().eq_ignore_ascii_case("version") && v.trim().trim_matches('"') == "2"
+                        k.trim().eq_ignore_ascii_case("version")
+                            && v.trim().trim_matches('"') == "2"
                     })
                 })
         })

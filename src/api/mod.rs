@@ -122,8 +122,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(audiences::patch_audience)
             .service(audiences::delete_audience)
             .default_service(web::to(unmatched)),
-    )
-    .service(
+    );
+    // AIS: `extend-ttl/{id}` is registered before `{id}/runs` so the literal segment wins.
+    cfg.service(
         scope::scope(AIS_BASE)
             .wrap(from_fn(gate::gate))
             .service(ais::create_meta_only)

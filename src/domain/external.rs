@@ -187,9 +187,7 @@ fn string_array(value: &Value, what: &str) -> Result<Value, ApiError> {
 
 fn non_empty(value: Option<String>, key: &str) -> Result<Option<String>, ApiError> {
     match value {
-        Some(s) if s.trim().is_empty() => {
-            Err(invalid(format!("Field '{key}' must not be empty.")))
-        }
+        Some(s) if s.trim().is_empty() => Err(invalid(format!("Field '{key}' must not be empty."))),
         other => Ok(other),
     }
 }
@@ -214,7 +212,10 @@ pub fn normalize(body: Value) -> Result<Map<String, Value>, ApiError> {
         out.insert("customAudienceId".into(), json!(c));
     }
     out.insert("fields".into(), normalize_fields(doc.get("fields"))?);
-    out.insert("sourceSpec".into(), normalize_source(doc.get("sourceSpec"))?);
+    out.insert(
+        "sourceSpec".into(),
+        normalize_source(doc.get("sourceSpec"))?,
+    );
     out.insert("ttlInDays".into(), json!(ttl(doc.get("ttlInDays"))?));
     match doc.get("audienceType") {
         None | Some(Value::Null) => {}
@@ -456,10 +457,9 @@ pub fn patched(current: &Map<String, Value>, patch: Value) -> Result<Map<String,
                 .unwrap_or_default();
             for item in items {
                 let name = item.get("name").and_then(Value::as_str).map(str::to_owned);
-                match merged
-                    .iter_mut()
-                    .find(|f| name.is_some() && f.get("name").and_then(Value::as_str) == name.as_deref())
-                {
+                match merged.iter_mut().find(|f| {
+                    name.is_some() && f.get("name").and_then(Value::as_str) == name.as_deref()
+                }) {
                     Some(slot) => *slot = item,
                     None => merged.push(item),
                 }
@@ -511,12 +511,19 @@ pub enum RunSort {
 }
 
 /// `limit` (1..40, default 20) and `sortBy` of the run list.
-pub fn run_list_params(limit: Option<&str>, sort_by: Option<&str>) -> Result<(i64, RunSort), ApiError> {
+pub fn run_list_params(
+    limit: Option<&str>,
+    sort_by: Option<&str>,
+) -> Result<(i64, RunSort), ApiError> {
     let limit = match limit {
         None => 20,
         Some(l) => match l.trim().parse::<i64>() {
             Ok(n) if (1..=40).contains(&n) => n,
-            _ => return Err(invalid("Query parameter 'limit' must be an integer from 1 to 40.")),
+            _ => {
+                return Err(invalid(
+                    "Query parameter 'limit' must be an integer from 1 to 40.",
+                ))
+            }
         },
     };
     let sort = match sort_by.unwrap_or("-createdAt") {
@@ -579,23 +586,64 @@ mod tests {
 
     #[test]
     fn violations_name_the_field() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Change = fn(&mut Value);
+        let cases: Vec<(Change, &str)> = vec![
             (|b| b["name"] = json!(""), "'name'"),
             (|b| b["fields"] = json!([]), "'fields'"),
-            (|b| b["fields"][0]["type"] = json!("text"), "'fields[0].type'"),
-            (|b| b["fields"][1]["identityNs"] = json!("crm"), "exactly one"),
-            (|b| b["fields"][0].as_object_mut().unwrap().remove("identityNs").map(|_| ()).unwrap(), "exactly one"),
-            (|b| b["sourceSpec"]["params"]["path"] = json!("a b.csv"), "spaces"),
-            (|b| b["sourceSpec"]["params"]["path"] = json!("../etc/passwd"), "'..'"),
-            (|b| b["sourceSpec"]["params"]["type"] = json!("dir"), "'sourceSpec.params.type'"),
-            (|b| b["sourceSpec"]["params"]["cloudType"] = json!("S4"), "'sourceSpec.params.cloudType'"),
-            (|b| { b["sourceSpec"]["params"]["cloudType"] = json!("S3"); b["sourceSpec"]["params"].as_object_mut().unwrap().remove("baseConnectionId"); }, "'sourceSpec.params.baseConnectionId'"),
+            (
+                |b| b["fields"][0]["type"] = json!("text"),
+                "'fields[0].type'",
+            ),
+            (
+                |b| b["fields"][1]["identityNs"] = json!("crm"),
+                "exactly one",
+            ),
+            (
+                |b| {
+                    b["fields"][0]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("identityNs")
+                        .map(|_| ())
+                        .unwrap()
+                },
+                "exactly one",
+            ),
+            (
+                |b| b["sourceSpec"]["params"]["path"] = json!("a b.csv"),
+                "spaces",
+            ),
+            (
+                |b| b["sourceSpec"]["params"]["path"] = json!("../etc/passwd"),
+                "'..'",
+            ),
+            (
+                |b| b["sourceSpec"]["params"]["type"] = json!("dir"),
+                "'sourceSpec.params.type'",
+            ),
+            (
+                |b| b["sourceSpec"]["params"]["cloudType"] = json!("S4"),
+                "'sourceSpec.params.cloudType'",
+            ),
+            (
+                |b| {
+                    b["sourceSpec"]["params"]["cloudType"] = json!("S3");
+                    b["sourceSpec"]["params"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("baseConnectionId");
+                },
+                "'sourceSpec.params.baseConnectionId'",
+            ),
             (|b| b["ttlInDays"] = json!(91), "'ttlInDays'"),
             (|b| b["ttlInDays"] = json!("forty"), "'ttlInDays'"),
             (|b| b["audienceType"] = json!("accounts"), "'audienceType'"),
             (|b| b["originName"] = json!("OTHER"), "'originName'"),
             (|b| b["labels"] = json!("core/C1"), "'labels'"),
-            (|b| b["expressActivation"] = json!("yes"), "'expressActivation'"),
+            (
+                |b| b["expressActivation"] = json!("yes"),
+                "'expressActivation'",
+            ),
         ];
         for (change, needle) in cases {
             let mut body = seed();
@@ -623,10 +671,23 @@ mod tests {
         assert_eq!(fields.len(), 5);
         assert_eq!(fields[2], json!({"name": "delete", "type": "long"}));
         assert_eq!(out["ttlInDays"], json!(10));
-        assert!(patched(&doc, json!({"name": "other"})).unwrap_err().message.contains("'name' is immutable"));
-        assert!(patched(&doc, json!({"expressActivation": true})).unwrap_err().message.contains("'expressActivation'"));
-        assert!(patched(&doc, json!({"sourceSpec": {}})).unwrap_err().message.contains("'sourceSpec'"));
-        assert!(patched(&doc, json!({"name": "Sample external audience", "description": "d"})).is_ok());
+        assert!(patched(&doc, json!({"name": "other"}))
+            .unwrap_err()
+            .message
+            .contains("'name' is immutable"));
+        assert!(patched(&doc, json!({"expressActivation": true}))
+            .unwrap_err()
+            .message
+            .contains("'expressActivation'"));
+        assert!(patched(&doc, json!({"sourceSpec": {}}))
+            .unwrap_err()
+            .message
+            .contains("'sourceSpec'"));
+        assert!(patched(
+            &doc,
+            json!({"name": "Sample external audience", "description": "d"})
+        )
+        .is_ok());
     }
 
     #[test]
@@ -646,11 +707,24 @@ mod tests {
 
     #[test]
     fn run_window_rules() {
-        assert_eq!(run_window(&json!({"dataFilterStartTime": 764245635}), 2_000_000_000).unwrap(), (764245635, 2_000_000_000));
-        assert!(run_window(&json!({}), 10).unwrap_err().message.contains("'dataFilterStartTime' is required"));
-        assert!(run_window(&json!({"dataFilterStartTime": 10, "dataFilterEndTime": 5}), 10).is_err());
+        assert_eq!(
+            run_window(&json!({"dataFilterStartTime": 764245635}), 2_000_000_000).unwrap(),
+            (764245635, 2_000_000_000)
+        );
+        assert!(run_window(&json!({}), 10)
+            .unwrap_err()
+            .message
+            .contains("'dataFilterStartTime' is required"));
+        assert!(run_window(
+            &json!({"dataFilterStartTime": 10, "dataFilterEndTime": 5}),
+            10
+        )
+        .is_err());
         assert!(run_window(&json!({"dataFilterStartTime": "x"}), 10).is_err());
-        assert_eq!(run_list_params(None, None).unwrap(), (20, RunSort::CreatedDesc));
+        assert_eq!(
+            run_list_params(None, None).unwrap(),
+            (20, RunSort::CreatedDesc)
+        );
         assert!(run_list_params(Some("41"), None).is_err());
         assert!(run_list_params(None, Some("updatedAt")).is_err());
     }

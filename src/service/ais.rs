@@ -58,7 +58,9 @@ pub async fn create_meta_only(
     body: Value,
 ) -> Result<Value, ApiError> {
     let Value::Object(body) = body else {
-        return Err(ApiError::ais_invalid("The request body must be a JSON object."));
+        return Err(ApiError::ais_invalid(
+            "The request body must be a JSON object.",
+        ));
     };
     let mut doc = Map::new();
     for (key, required) in [
@@ -152,7 +154,15 @@ pub async fn create_external(
         now,
     )
     .await?;
-    jobs::insert(&mut tx, tenant, jobs::CREATE_AUDIENCE, operation_id, "create", now).await?;
+    jobs::insert(
+        &mut tx,
+        tenant,
+        jobs::CREATE_AUDIENCE,
+        operation_id,
+        "create",
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(json!({
         "operationId": operation_id,
@@ -244,7 +254,9 @@ pub async fn patch_external(
     let mut tx = pool.begin().await?;
     let row = ready_external(&mut tx, tenant, id, true).await?;
     let Value::Object(current) = parse_json(&row.spec) else {
-        return Err(ApiError::internal(anyhow::anyhow!("stored spec is not an object")));
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "stored spec is not an object"
+        )));
     };
     let doc = external::patched(&current, patch)?;
     let now = cfg.clock.now();

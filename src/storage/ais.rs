@@ -560,7 +560,11 @@ pub async fn claim_expired(
 }
 
 /// Removes an audience's members and marks its data expired.
-pub async fn expire(conn: &mut PgConnection, tenant: &Tenant, audience_id: Uuid) -> sqlx::Result<()> {
+pub async fn expire(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience_id: Uuid,
+) -> sqlx::Result<()> {
     sqlx::query(
         "DELETE FROM ais_members m USING external_audiences a
          WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",

@@ -63,8 +63,12 @@ pub fn select_files(
 ) -> Result<Vec<PathBuf>, String> {
     let root = landing.join(&spec.source.cloud_dir).join(&spec.source.path);
     let shown = format!("{}/{}", spec.source.cloud_dir, spec.source.path);
-    let meta = std::fs::metadata(&root)
-        .map_err(|e| format!("The source path '{shown}' cannot be read: {}.", io_reason(&e)))?;
+    let meta = std::fs::metadata(&root).map_err(|e| {
+        format!(
+            "The source path '{shown}' cannot be read: {}.",
+            io_reason(&e)
+        )
+    })?;
     let candidates = match spec.source.kind {
         SourceKind::File => {
             if !meta.is_file() {
@@ -81,9 +85,7 @@ pub fn select_files(
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|x| x.eq_ignore_ascii_case("csv"))
+                    p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv"))
                 })
                 .collect();
             found.sort();
@@ -95,9 +97,7 @@ pub fn select_files(
     };
     let selected: Vec<PathBuf> = candidates
         .into_iter()
-        .filter(|p| {
-            modified_secs(p).is_some_and(|m| m >= window.0 && m <= window.1)
-        })
+        .filter(|p| modified_secs(p).is_some_and(|m| m >= window.0 && m <= window.1))
         .collect();
     if selected.is_empty() {
         return Err(format!(
@@ -140,7 +140,10 @@ pub fn scan_files(
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
-                scan.failure = Some(format!("The file '{shown}' cannot be opened: {}.", io_reason(&e)));
+                scan.failure = Some(format!(
+                    "The file '{shown}' cannot be opened: {}.",
+                    io_reason(&e)
+                ));
                 return scan;
             }
         };
@@ -176,7 +179,11 @@ pub fn scan_reader<R: Read>(
         .enumerate()
         .map(|(i, h)| {
             let h = String::from_utf8_lossy(h);
-            let h = if i == 0 { h.trim_start_matches('\u{feff}') } else { &h };
+            let h = if i == 0 {
+                h.trim_start_matches('\u{feff}')
+            } else {
+                &h
+            };
             h.trim().to_owned()
         })
         .collect();
@@ -199,7 +206,12 @@ pub fn scan_reader<R: Read>(
         .iter()
         .map(|f| {
             let index = names.iter().position(|n| n == &f.name).unwrap_or(0);
-            (index, f.name.as_str(), f.field_type, f.identity_ns.is_some())
+            (
+                index,
+                f.name.as_str(),
+                f.field_type,
+                f.identity_ns.is_some(),
+            )
         })
         .collect();
     let identity_index = columns
@@ -226,7 +238,9 @@ pub fn scan_reader<R: Read>(
         match check_row(&record, names.len(), &columns) {
             Ok(()) => {
                 scan.counts.good += 1;
-                let id = String::from_utf8_lossy(&record[identity_index]).trim().to_owned();
+                let id = String::from_utf8_lossy(&record[identity_index])
+                    .trim()
+                    .to_owned();
                 batch.push(id);
                 if batch.len() >= BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -264,7 +278,10 @@ fn check_row(
     if record.len() != width {
         return Err((
             None,
-            format!("the row has {} values, the header has {width}", record.len()),
+            format!(
+                "the row has {} values, the header has {width}",
+                record.len()
+            ),
         ));
     }
     for (index, name, ty, identity) in columns {
@@ -322,7 +339,14 @@ mod tests {
             true
         });
         assert!(scan.failure.is_none());
-        assert_eq!(scan.counts, Counts { read: 5, good: 2, bad: 3 });
+        assert_eq!(
+            scan.counts,
+            Counts {
+                read: 5,
+                good: 2,
+                bad: 3
+            }
+        );
         assert_eq!(got, vec!["a@x", "a@x"]);
         assert_eq!(scan.errors[0].row, 2);
         assert_eq!(scan.errors[0].column.as_deref(), Some("score"));
@@ -333,7 +357,13 @@ mod tests {
     #[test]
     fn a_missing_header_column_fails_naming_it() {
         let mut scan = Scan::default();
-        scan_reader("email,other\na,b\n".as_bytes(), "f.csv", &spec(), &mut scan, &mut |_, _| true);
+        scan_reader(
+            "email,other\na,b\n".as_bytes(),
+            "f.csv",
+            &spec(),
+            &mut scan,
+            &mut |_, _| true,
+        );
         assert!(scan.failure.unwrap().contains("score"));
     }
 
@@ -386,6 +416,10 @@ mod tests {
         assert_eq!(scan.counts.good, 300_000);
         assert_eq!(total, 300_000);
         assert!(largest_batch <= BATCH);
-        assert!(reader.largest_read <= READ_BUFFER, "{}", reader.largest_read);
+        assert!(
+            reader.largest_read <= READ_BUFFER,
+            "{}",
+            reader.largest_read
+        );
     }
 }

@@ -175,7 +175,8 @@ impl Worker {
             return Ok(());
         }
         let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
-        let Some(op) = storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await? else {
+        let Some(op) = storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await?
+        else {
             jobs::finish(&mut tx, job, now).await?;
             tx.commit().await?;
             return Ok(());
@@ -373,12 +374,20 @@ impl Worker {
                 format!(
                     "No valid row: {} rows read, all rejected{}.",
                     scan.counts.read,
-                    if scan.counts.read == 0 { " (the files hold no data row)" } else { "" }
+                    if scan.counts.read == 0 {
+                        " (the files hold no data row)"
+                    } else {
+                        ""
+                    }
                 )
             })
         });
         let stage = &mut details[0];
-        stage["status"] = json!(if failure.is_some() { "FAILED" } else { "SUCCESS" });
+        stage["status"] = json!(if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCESS"
+        });
         stage["startedAt"] = json!(epoch_ms(started));
         stage["completedAt"] = json!(epoch_ms(now));
         stage["durationMs"] = json!(clock_start.elapsed().as_millis() as u64);
@@ -411,8 +420,14 @@ impl Worker {
                 jobs::finish(&mut tx, job, now).await?;
             }
             None => {
-                storage::ais::update_run_details(&mut tx, tenant, run.id, &details.to_string(), now)
-                    .await?;
+                storage::ais::update_run_details(
+                    &mut tx,
+                    tenant,
+                    run.id,
+                    &details.to_string(),
+                    now,
+                )
+                .await?;
                 jobs::advance(&mut tx, job, "profile", Some(job.claim), now).await?;
             }
         }
@@ -442,9 +457,12 @@ impl Worker {
             tx.commit().await?;
             return Ok(());
         };
-        let staged = job
-            .staged_claim
-            .ok_or_else(|| anyhow!("job {} reached the profile step without staged rows", job.id))?;
+        let staged = job.staged_claim.ok_or_else(|| {
+            anyhow!(
+                "job {} reached the profile step without staged rows",
+                job.id
+            )
+        })?;
         let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
         let profiles =
             storage::ais::replace_members(&mut tx, &tenant, ext.id, run.id, staged).await?;
@@ -493,10 +511,7 @@ impl Worker {
             return Ok(());
         }
         let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
-        let reason = format!(
-            "Gave up after {} attempts: {error}",
-            self.cfg.max_attempts
-        );
+        let reason = format!("Gave up after {} attempts: {error}", self.cfg.max_attempts);
         if job.kind == jobs::CREATE_AUDIENCE {
             if let Some(op) =
                 storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await?
@@ -506,15 +521,30 @@ impl Worker {
                 if ext.is_some_and(|e| e.state == "creating") {
                     storage::ais::delete_external(&mut tx, &tenant, op.audience_id).await?;
                 }
-                storage::ais::finish_operation(&mut tx, &tenant, op.id, "FAILED", Some(&reason), now)
-                    .await?;
+                storage::ais::finish_operation(
+                    &mut tx,
+                    &tenant,
+                    op.id,
+                    "FAILED",
+                    Some(&reason),
+                    now,
+                )
+                .await?;
             }
         } else if let Some(run) =
             storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?
         {
             storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
-            storage::ais::finish_run(&mut tx, &tenant, run.id, "FAILED", &run.details, Some(&reason), now)
-                .await?;
+            storage::ais::finish_run(
+                &mut tx,
+                &tenant,
+                run.id,
+                "FAILED",
+                &run.details,
+                Some(&reason),
+                now,
+            )
+            .await?;
         }
         jobs::finish(&mut tx, job, now).await?;
         tx.commit().await?;

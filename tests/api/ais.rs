@@ -88,7 +88,13 @@ impl Ais {
         req.send().await.unwrap()
     }
 
-    pub async fn json(&self, method: Method, path: &str, body: Option<Value>, status: u16) -> Value {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
         let res = self.send(method, path, body).await;
         let got = res.status().as_u16();
         let text = res.text().await.unwrap();
@@ -106,25 +112,42 @@ impl Ais {
 
     /// Creates an external audience and lets the worker finish the operation; its audienceId.
     pub async fn ready_audience(&self, worker: &Worker, body: Value) -> String {
-        let accepted = self.json(Method::POST, "/external-audience/", Some(body), 202).await;
+        let accepted = self
+            .json(Method::POST, "/external-audience/", Some(body), 202)
+            .await;
         let op_id = accepted["operationId"].as_str().unwrap().to_owned();
         assert!(worker.run_once().await.unwrap());
         let op = self
-            .json(Method::GET, &format!("/external-audience/operations/{op_id}"), None, 200)
+            .json(
+                Method::GET,
+                &format!("/external-audience/operations/{op_id}"),
+                None,
+                200,
+            )
             .await;
         assert_eq!(op["status"], "SUCCESS", "{op}");
         op["audienceId"].as_str().unwrap().to_owned()
     }
 
     pub async fn start_run(&self, audience: &str, body: Value) -> Value {
-        self.json(Method::POST, &format!("/external-audience/{audience}/runs"), Some(body), 200)
-            .await
+        self.json(
+            Method::POST,
+            &format!("/external-audience/{audience}/runs"),
+            Some(body),
+            200,
+        )
+        .await
     }
 
     pub async fn run(&self, audience: &str, run: &Value) -> Value {
         let id = run["runId"].as_str().unwrap();
-        self.json(Method::GET, &format!("/external-audience/{audience}/runs/{id}"), None, 200)
-            .await
+        self.json(
+            Method::GET,
+            &format!("/external-audience/{audience}/runs/{id}"),
+            None,
+            200,
+        )
+        .await
     }
 
     pub async fn members(&self, audience: &str) -> i64 {
@@ -204,8 +227,14 @@ async fn the_tutorial_works_as_written() {
         .await;
     let op_id = accepted["operationId"].as_str().unwrap().to_owned();
     assert_eq!(accepted["operationDetails"]["ttlInDays"], 40);
-    assert_eq!(accepted["operationDetails"]["namespace"], "CustomerAudienceUpload");
-    assert_eq!(accepted["operationDetails"]["fields"][1]["labels"], json!(["core/C2", "custom/deep"]));
+    assert_eq!(
+        accepted["operationDetails"]["namespace"],
+        "CustomerAudienceUpload"
+    );
+    assert_eq!(
+        accepted["operationDetails"]["fields"][1]["labels"],
+        json!(["core/C2", "custom/deep"])
+    );
 
     // Retrieve the audience id: processing until the worker has run.
     let op_path = format!("/external-audience/operations/{op_id}");
@@ -216,7 +245,10 @@ async fn the_tutorial_works_as_written() {
     let op = t.json(Method::GET, &op_path, None, 200).await;
     assert_eq!(op["status"], "SUCCESS", "{op}");
     assert_eq!(op["audienceName"], "Sample external audience");
-    assert!(op["createdBy"].is_string() && op["createdAt"].is_i64(), "{op}");
+    assert!(
+        op["createdBy"].is_string() && op["createdAt"].is_i64(),
+        "{op}"
+    );
     let audience = op["audienceId"].as_str().unwrap().to_owned();
 
     // The UPS audience exists under the same id.
@@ -230,7 +262,9 @@ async fn the_tutorial_works_as_written() {
     assert_eq!(ups["metrics"]["data"]["totalProfiles"], 0);
 
     // Start ingestion, as the tutorial sends it.
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 764245635})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 764245635}))
+        .await;
     assert_eq!(run["status"], "PROCESSING");
     assert_eq!(run["dataFilterStartTime"], 764245635);
     assert_eq!(run["details"][0]["stage"], "DATASET_INGEST");
@@ -246,8 +280,14 @@ async fn the_tutorial_works_as_written() {
     assert_eq!(ds["recordsRead"], 6);
     assert_eq!(ds["recordsSucceeded"], 4);
     assert_eq!(ds["recordsFailed"], 2);
-    assert_eq!(ds["files"], json!(["DLZ/activation/sample-source/example.csv"]));
-    assert_eq!(ds["errors"][0], json!({"file": "DLZ/activation/sample-source/example.csv", "row": 4, "column": "delete", "reason": "'not-a-number' is not a number"}));
+    assert_eq!(
+        ds["files"],
+        json!(["DLZ/activation/sample-source/example.csv"])
+    );
+    assert_eq!(
+        ds["errors"][0],
+        json!({"file": "DLZ/activation/sample-source/example.csv", "row": 4, "column": "delete", "reason": "'not-a-number' is not a number"})
+    );
     assert_eq!(ds["errors"][1]["row"], 5);
     assert_eq!(ds["errors"][1]["column"], "ppid");
     assert_eq!(mid["details"][1]["status"], "PENDING");
@@ -267,7 +307,12 @@ async fn the_tutorial_works_as_written() {
     // The profile count is readable through UPS and on the external audience.
     assert_eq!(t.ups_metrics(&audience).await["data"]["totalProfiles"], 3);
     let ext = t
-        .json(Method::GET, &format!("/external-audience/{audience}"), None, 200)
+        .json(
+            Method::GET,
+            &format!("/external-audience/{audience}"),
+            None,
+            200,
+        )
         .await;
     assert_eq!(ext["profileCount"], 3);
     assert_eq!(ext["lastSuccessfulRunId"], run["runId"]);
@@ -275,13 +320,19 @@ async fn the_tutorial_works_as_written() {
     // The /core/ais alias and the run list.
     let res = t
         .app
-        .request(Method::GET, &format!("/core/ais/external-audience/{audience}/runs/"))
+        .request(
+            Method::GET,
+            &format!("/core/ais/external-audience/{audience}/runs/"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     let list: Value = res.json().await.unwrap();
-    assert_eq!(list["_page"], json!({"limit": 20, "count": 1, "totalCount": 1}));
+    assert_eq!(
+        list["_page"],
+        json!({"limit": 20, "count": 1, "totalCount": 1})
+    );
     assert_eq!(list["runs"][0]["runId"], run["runId"]);
 }
 
@@ -296,17 +347,37 @@ async fn meta_only_create() {
         }
         req.send()
     };
-    let res = post("/core/ais/audiences?createAudienceMetaOnly=true", None, body.clone()).await.unwrap();
+    let res = post(
+        "/core/ais/audiences?createAudienceMetaOnly=true",
+        None,
+        body.clone(),
+    )
+    .await
+    .unwrap();
     let msg = assert_error(res, 406, "100906-406").await;
     assert!(msg.contains("Accept"), "{msg}");
-    let res = post("/core/ais/audiences", Some(META_ACCEPT), body.clone()).await.unwrap();
+    let res = post("/core/ais/audiences", Some(META_ACCEPT), body.clone())
+        .await
+        .unwrap();
     let msg = assert_error(res, 400, "100910-400").await;
     assert!(msg.contains("createAudienceMetaOnly"), "{msg}");
-    let res = post("/core/ais/audiences?createAudienceMetaOnly=true", Some(META_ACCEPT), json!({"name": "x", "originName": "o"})).await.unwrap();
+    let res = post(
+        "/core/ais/audiences?createAudienceMetaOnly=true",
+        Some(META_ACCEPT),
+        json!({"name": "x", "originName": "o"}),
+    )
+    .await
+    .unwrap();
     let msg = assert_error(res, 400, "100910-400").await;
     assert!(msg.contains("'namespace'"), "{msg}");
 
-    let res = post("/core/ais/audiences?createAudienceMetaOnly=true", Some(META_ACCEPT), body.clone()).await.unwrap();
+    let res = post(
+        "/core/ais/audiences?createAudienceMetaOnly=true",
+        Some(META_ACCEPT),
+        body.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 200);
     let created: Value = res.json().await.unwrap();
     assert_eq!(created["name"], "Sample audience name");
@@ -320,7 +391,13 @@ async fn meta_only_create() {
 
     let mut again = body.clone();
     again["audienceId"] = created["audienceId"].clone();
-    let res = post("/data/core/ais/audiences?createAudienceMetaOnly=true", Some(META_ACCEPT), again).await.unwrap();
+    let res = post(
+        "/data/core/ais/audiences?createAudienceMetaOnly=true",
+        Some(META_ACCEPT),
+        again,
+    )
+    .await
+    .unwrap();
     assert_error(res, 409, "100950-409").await;
 }
 
@@ -329,33 +406,195 @@ async fn every_create_rule_is_a_400_naming_the_field() {
     let t = Ais::spawn().await;
     let base = tutorial_body("a/b.csv");
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"description": "no name", "fields": base["fields"], "sourceSpec": base["sourceSpec"], "originName": "CUSTOM_UPLOAD"}), "'name'"),
-        ({ let mut b = base.clone(); b["fields"] = json!([]); b }, "'fields'"),
-        ({ let mut b = base.clone(); b.as_object_mut().unwrap().remove("fields"); b }, "'fields' is required"),
-        ({ let mut b = base.clone(); b["fields"][2]["type"] = json!("float"); b }, "'fields[2].type'"),
-        ({ let mut b = base.clone(); b["fields"][1]["identityNs"] = json!("crm"); b }, "exactly one"),
-        ({ let mut b = base.clone(); b["fields"][1]["name"] = json!("ppid"); b }, "'fields[1].name'"),
-        ({ let mut b = base.clone(); b.as_object_mut().unwrap().remove("sourceSpec"); b }, "'sourceSpec'"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"]["path"] = json!("Example CSV File.csv"); b }, "'sourceSpec.params.path'"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"]["path"] = json!("../../etc/passwd"); b }, "'sourceSpec.params.path'"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"].as_object_mut().unwrap().remove("path"); b }, "'sourceSpec.params.path' is required"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"]["type"] = json!("bucket"); b }, "'sourceSpec.params.type'"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"]["sourceType"] = json!("Database"); b }, "'sourceSpec.params.sourceType'"),
-        ({ let mut b = base.clone(); b["sourceSpec"]["params"]["cloudType"] = json!("Dropbox"); b }, "'sourceSpec.params.cloudType'"),
-        ({ let mut b = base.clone(); b["sourceSpec"] = json!({"path": "a.csv", "cloudType": "GCS"}); b }, "'sourceSpec.baseConnectionId'"),
-        ({ let mut b = base.clone(); b["ttlInDays"] = json!(0); b }, "'ttlInDays'"),
-        ({ let mut b = base.clone(); b["ttlInDays"] = json!("91"); b }, "'ttlInDays'"),
-        ({ let mut b = base.clone(); b["audienceType"] = json!("accounts"); b }, "'audienceType'"),
-        ({ let mut b = base.clone(); b.as_object_mut().unwrap().remove("originName"); b }, "'originName' is required"),
-        ({ let mut b = base.clone(); b["originName"] = json!("AAM"); b }, "'originName'"),
-        ({ let mut b = base.clone(); b["labels"] = json!([1]); b }, "'labels'"),
-        ({ let mut b = base.clone(); b["tags"] = json!("t"); b }, "'tags'"),
-        ({ let mut b = base.clone(); b["expressActivation"] = json!(1); b }, "'expressActivation'"),
-        ({ let mut b = base.clone(); b["customAudienceId"] = json!(""); b }, "'customAudienceId'"),
+        (
+            json!({"description": "no name", "fields": base["fields"], "sourceSpec": base["sourceSpec"], "originName": "CUSTOM_UPLOAD"}),
+            "'name'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["fields"] = json!([]);
+                b
+            },
+            "'fields'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove("fields");
+                b
+            },
+            "'fields' is required",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["fields"][2]["type"] = json!("float");
+                b
+            },
+            "'fields[2].type'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["fields"][1]["identityNs"] = json!("crm");
+                b
+            },
+            "exactly one",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["fields"][1]["name"] = json!("ppid");
+                b
+            },
+            "'fields[1].name'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove("sourceSpec");
+                b
+            },
+            "'sourceSpec'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]["path"] = json!("Example CSV File.csv");
+                b
+            },
+            "'sourceSpec.params.path'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]["path"] = json!("../../etc/passwd");
+                b
+            },
+            "'sourceSpec.params.path'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("path");
+                b
+            },
+            "'sourceSpec.params.path' is required",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]["type"] = json!("bucket");
+                b
+            },
+            "'sourceSpec.params.type'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]["sourceType"] = json!("Database");
+                b
+            },
+            "'sourceSpec.params.sourceType'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"]["params"]["cloudType"] = json!("Dropbox");
+                b
+            },
+            "'sourceSpec.params.cloudType'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["sourceSpec"] = json!({"path": "a.csv", "cloudType": "GCS"});
+                b
+            },
+            "'sourceSpec.baseConnectionId'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["ttlInDays"] = json!(0);
+                b
+            },
+            "'ttlInDays'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["ttlInDays"] = json!("91");
+                b
+            },
+            "'ttlInDays'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["audienceType"] = json!("accounts");
+                b
+            },
+            "'audienceType'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove("originName");
+                b
+            },
+            "'originName' is required",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["originName"] = json!("AAM");
+                b
+            },
+            "'originName'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["labels"] = json!([1]);
+                b
+            },
+            "'labels'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["tags"] = json!("t");
+                b
+            },
+            "'tags'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["expressActivation"] = json!(1);
+                b
+            },
+            "'expressActivation'",
+        ),
+        (
+            {
+                let mut b = base.clone();
+                b["customAudienceId"] = json!("");
+                b
+            },
+            "'customAudienceId'",
+        ),
         (json!([1, 2]), "JSON object"),
     ];
     for (body, needle) in cases {
-        let res = t.send(Method::POST, "/external-audience", Some(body.clone())).await;
+        let res = t
+            .send(Method::POST, "/external-audience", Some(body.clone()))
+            .await;
         let msg = assert_error(res, 400, "100910-400").await;
         assert!(msg.contains(needle), "{needle} not in: {msg}");
     }
@@ -377,13 +616,18 @@ async fn every_create_rule_is_a_400_naming_the_field() {
     // Duplicates: same name, or same customAudienceId, even before the worker ran.
     let mut first = base.clone();
     first["customAudienceId"] = json!("crm-42");
-    t.json(Method::POST, "/external-audience", Some(first), 202).await;
-    let res = t.send(Method::POST, "/external-audience", Some(base.clone())).await;
+    t.json(Method::POST, "/external-audience", Some(first), 202)
+        .await;
+    let res = t
+        .send(Method::POST, "/external-audience", Some(base.clone()))
+        .await;
     let msg = assert_error(res, 409, "100950-409").await;
     assert!(msg.contains("Sample external audience"), "{msg}");
     let mut other = named("a/b.csv", "another");
     other["customAudienceId"] = json!("crm-42");
-    let res = t.send(Method::POST, "/external-audience", Some(other)).await;
+    let res = t
+        .send(Method::POST, "/external-audience", Some(other))
+        .await;
     let msg = assert_error(res, 409, "100950-409").await;
     assert!(msg.contains("crm-42"), "{msg}");
 }
@@ -406,7 +650,10 @@ async fn unknown_ids_are_404_and_other_tenants_see_nothing() {
     let res = t
         .app
         .client
-        .get(format!("{}/data/core/ais/external-audience/{audience}", t.app.address))
+        .get(format!(
+            "{}/data/core/ais/external-audience/{audience}",
+            t.app.address
+        ))
         .header("Authorization", "Bearer x")
         .header("x-api-key", "k")
         .header("x-gw-ims-org-id", ORG)
@@ -419,7 +666,10 @@ async fn unknown_ids_are_404_and_other_tenants_see_nothing() {
     let res = t
         .app
         .client
-        .get(format!("{}/data/core/ais/external-audience/{audience}", t.app.address))
+        .get(format!(
+            "{}/data/core/ais/external-audience/{audience}",
+            t.app.address
+        ))
         .send()
         .await
         .unwrap();
@@ -452,10 +702,19 @@ async fn patch_merges_fields_and_refuses_immutables() {
 
     for (body, needle) in [
         (json!({"name": "renamed"}), "'name' is immutable"),
-        (json!({"expressActivation": true}), "'expressActivation' is immutable"),
-        (json!({"sourceSpec": {"params": {"path": "y.csv"}}}), "'sourceSpec'"),
+        (
+            json!({"expressActivation": true}),
+            "'expressActivation' is immutable",
+        ),
+        (
+            json!({"sourceSpec": {"params": {"path": "y.csv"}}}),
+            "'sourceSpec'",
+        ),
         (json!({"ttlInDays": 100}), "'ttlInDays'"),
-        (json!({"fields": [{"name": "extra", "type": "string", "identityNs": "crm"}]}), "exactly one"),
+        (
+            json!({"fields": [{"name": "extra", "type": "string", "identityNs": "crm"}]}),
+            "exactly one",
+        ),
         (json!([{"op": "add"}]), "JSON object"),
         (json!({}), "at least one"),
     ] {
@@ -476,15 +735,26 @@ async fn run_requests_and_list_parameters_are_validated() {
     let runs = format!("/external-audience/{audience}/runs");
     for (body, needle) in [
         (json!({}), "'dataFilterStartTime' is required"),
-        (json!({"dataFilterStartTime": "yesterday"}), "'dataFilterStartTime'"),
-        (json!({"dataFilterStartTime": 100, "dataFilterEndTime": 50}), "'dataFilterEndTime'"),
+        (
+            json!({"dataFilterStartTime": "yesterday"}),
+            "'dataFilterStartTime'",
+        ),
+        (
+            json!({"dataFilterStartTime": 100, "dataFilterEndTime": 50}),
+            "'dataFilterEndTime'",
+        ),
         (json!({"dataFilterStartTime": -1}), "'dataFilterStartTime'"),
     ] {
         let res = t.send(Method::POST, &runs, Some(body)).await;
         let msg = assert_error(res, 400, "100910-400").await;
         assert!(msg.contains(needle), "{needle}: {msg}");
     }
-    for (query, needle) in [("limit=0", "'limit'"), ("limit=41", "'limit'"), ("limit=x", "'limit'"), ("sortBy=updatedAt", "'sortBy'")] {
+    for (query, needle) in [
+        ("limit=0", "'limit'"),
+        ("limit=41", "'limit'"),
+        ("limit=x", "'limit'"),
+        ("sortBy=updatedAt", "'sortBy'"),
+    ] {
         let res = t.send(Method::GET, &format!("{runs}?{query}"), None).await;
         let msg = assert_error(res, 400, "100910-400").await;
         assert!(msg.contains(needle), "{needle}: {msg}");
@@ -511,36 +781,58 @@ async fn failed_runs_say_why() {
 
     let out = failed_run(&t, &w, named("missing/file.csv", "a1"), start.clone()).await;
     let msg = out["details"][0]["message"].as_str().unwrap();
-    assert!(msg.contains("DLZ/missing/file.csv") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("DLZ/missing/file.csv") && msg.contains("does not exist"),
+        "{msg}"
+    );
     assert!(out["message"].as_str().unwrap().contains("DATASET_INGEST"));
 
     t.write("DLZ", "bad/header.csv", "email,list_id,delete\nx,y,1\n");
     let out = failed_run(&t, &w, named("bad/header.csv", "a2"), start.clone()).await;
     let msg = out["details"][0]["message"].as_str().unwrap();
-    assert!(msg.contains("ppid") && msg.contains("process_consent"), "{msg}");
+    assert!(
+        msg.contains("ppid") && msg.contains("process_consent"),
+        "{msg}"
+    );
 
-    t.write("DLZ", "bad/rows.csv", "ppid,list_id,delete,process_consent\n,l,1,y\nx,l,NaN?,y\n");
+    t.write(
+        "DLZ",
+        "bad/rows.csv",
+        "ppid,list_id,delete,process_consent\n,l,1,y\nx,l,NaN?,y\n",
+    );
     let out = failed_run(&t, &w, named("bad/rows.csv", "a3"), start.clone()).await;
     let ds = &out["details"][0];
-    assert!(ds["message"].as_str().unwrap().contains("No valid row"), "{ds}");
+    assert!(
+        ds["message"].as_str().unwrap().contains("No valid row"),
+        "{ds}"
+    );
     assert_eq!(ds["recordsRead"], 2);
     assert_eq!(ds["recordsFailed"], 2);
     assert_eq!(ds["errors"].as_array().unwrap().len(), 2);
 
     t.write("DLZ", "empty.csv", "ppid,list_id,delete,process_consent\n");
     let out = failed_run(&t, &w, named("empty.csv", "a4"), start.clone()).await;
-    assert!(out["details"][0]["message"].as_str().unwrap().contains("no data row"));
+    assert!(out["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no data row"));
 
     // A file outside the filter window is not read.
     t.write("DLZ", "old.csv", TUTORIAL_CSV);
     let out = failed_run(&t, &w, named("old.csv", "a5"), json!({"dataFilterStartTime": 4_000_000_000u64 - 10, "dataFilterEndTime": 4_000_000_000u64})).await;
-    assert!(out["details"][0]["message"].as_str().unwrap().contains("No file"));
+    assert!(out["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("No file"));
 
     // A folder source whose path is a file.
     let mut folder = named("old.csv", "a6");
     folder["sourceSpec"]["params"]["type"] = json!("folder");
     let out = failed_run(&t, &w, folder, start).await;
-    assert!(out["details"][0]["message"].as_str().unwrap().contains("not a folder"));
+    assert!(out["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a folder"));
 }
 
 fn set_mtime(path: &Path, epoch_s: u64) {
@@ -559,16 +851,25 @@ async fn folder_sources_read_every_csv_in_the_window_of_their_cloud_type() {
     let old = t.write("S3", "drop/old.csv", &format!("{header}z,l,1,y\n"));
     set_mtime(&old, 1_000_000);
     t.write("S3", "drop/notes.txt", "not a csv");
-    t.write("DLZ", "drop/one.csv", &format!("{header}wrong-cloud,l,1,y\n"));
+    t.write(
+        "DLZ",
+        "drop/one.csv",
+        &format!("{header}wrong-cloud,l,1,y\n"),
+    );
     let mut body = named("drop", "folder audience");
     body["sourceSpec"]["params"]["type"] = json!("folder");
     body["sourceSpec"]["params"]["cloudType"] = json!("S3");
     let audience = t.ready_audience(&w, body).await;
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 2_000_000})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 2_000_000}))
+        .await;
     w.drain().await.unwrap();
     let out = t.run(&audience, &run).await;
     assert_eq!(out["status"], "SUCCESS", "{out}");
-    assert_eq!(out["details"][0]["files"], json!(["S3/drop/one.csv", "S3/drop/two.csv"]));
+    assert_eq!(
+        out["details"][0]["files"],
+        json!(["S3/drop/one.csv", "S3/drop/two.csv"])
+    );
     assert_eq!(out["details"][0]["recordsSucceeded"], 4);
     assert_eq!(out["details"][1]["profilesStored"], 3);
     assert_eq!(t.members(&audience).await, 3);
@@ -588,20 +889,38 @@ async fn one_run_at_a_time_and_the_guardrails() {
     let start = json!({"dataFilterStartTime": 0});
 
     t.start_run(&a, start.clone()).await;
-    let res = t.send(Method::POST, &format!("/external-audience/{a}/runs"), Some(start.clone())).await;
+    let res = t
+        .send(
+            Method::POST,
+            &format!("/external-audience/{a}/runs"),
+            Some(start.clone()),
+        )
+        .await;
     let msg = assert_error(res, 422, "100960-422").await;
     assert!(msg.contains("PROCESSING"), "{msg}");
     w.drain().await.unwrap();
     t.start_run(&a, start.clone()).await;
     w.drain().await.unwrap();
     // Per audience: 2.
-    let res = t.send(Method::POST, &format!("/external-audience/{a}/runs"), Some(start.clone())).await;
+    let res = t
+        .send(
+            Method::POST,
+            &format!("/external-audience/{a}/runs"),
+            Some(start.clone()),
+        )
+        .await;
     let msg = assert_error(res, 422, "100960-422").await;
     assert!(msg.contains("limit of 2 runs"), "{msg}");
     // Per sandbox per UTC day: 3.
     t.start_run(&b, start.clone()).await;
     w.drain().await.unwrap();
-    let res = t.send(Method::POST, &format!("/external-audience/{b}/runs"), Some(start.clone())).await;
+    let res = t
+        .send(
+            Method::POST,
+            &format!("/external-audience/{b}/runs"),
+            Some(start.clone()),
+        )
+        .await;
     let msg = assert_error(res, 422, "100960-422").await;
     assert!(msg.contains("per UTC day"), "{msg}");
     // The next day the sandbox may run again.
@@ -610,12 +929,25 @@ async fn one_run_at_a_time_and_the_guardrails() {
     assert_eq!(run["status"], "PROCESSING");
 
     let list = t
-        .json(Method::GET, &format!("/external-audience/{a}/runs?limit=1&sortBy=createdAt"), None, 200)
+        .json(
+            Method::GET,
+            &format!("/external-audience/{a}/runs?limit=1&sortBy=createdAt"),
+            None,
+            200,
+        )
         .await;
-    assert_eq!(list["_page"], json!({"limit": 1, "count": 1, "totalCount": 2}));
+    assert_eq!(
+        list["_page"],
+        json!({"limit": 1, "count": 1, "totalCount": 2})
+    );
     assert_eq!(list["runs"][0]["name"], "a run 1");
     let list = t
-        .json(Method::GET, &format!("/external-audience/{a}/runs?sortBy=-name"), None, 200)
+        .json(
+            Method::GET,
+            &format!("/external-audience/{a}/runs?sortBy=-name"),
+            None,
+            200,
+        )
         .await;
     assert_eq!(list["runs"][0]["name"], "a run 2");
 }
@@ -626,20 +958,46 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
     let w = t.worker("w").await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     w.drain().await.unwrap();
     assert_eq!(t.members(&audience).await, 3);
-    let res = t.send(Method::DELETE, &format!("/external-audience/{audience}/"), None).await;
+    let res = t
+        .send(
+            Method::DELETE,
+            &format!("/external-audience/{audience}/"),
+            None,
+        )
+        .await;
     assert_eq!(res.status(), 204);
     assert_eq!(t.app.get_audience(&audience).await.status(), 404);
     let run_id = run["runId"].as_str().unwrap();
-    let res = t.send(Method::GET, &format!("/external-audience/{audience}/runs/{run_id}"), None).await;
+    let res = t
+        .send(
+            Method::GET,
+            &format!("/external-audience/{audience}/runs/{run_id}"),
+            None,
+        )
+        .await;
     assert_error(res, 404, "100940-404").await;
-    let res = t.send(Method::DELETE, &format!("/external-audience/{audience}"), None).await;
+    let res = t
+        .send(
+            Method::DELETE,
+            &format!("/external-audience/{audience}"),
+            None,
+        )
+        .await;
     assert_error(res, 404, "100940-404").await;
     assert_eq!(t.members(&audience).await, 0);
     // The name is free again.
-    t.json(Method::POST, "/external-audience", Some(tutorial_body("x.csv")), 202).await;
+    t.json(
+        Method::POST,
+        "/external-audience",
+        Some(tutorial_body("x.csv")),
+        202,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -648,9 +1006,16 @@ async fn a_run_of_a_deleted_audience_ends_quietly() {
     let w = t.worker("w").await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    t.start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     assert!(w.run_once().await.unwrap());
-    let res = t.send(Method::DELETE, &format!("/external-audience/{audience}"), None).await;
+    let res = t
+        .send(
+            Method::DELETE,
+            &format!("/external-audience/{audience}"),
+            None,
+        )
+        .await;
     assert_eq!(res.status(), 204);
     assert!(w.run_once().await.unwrap());
     assert!(!w.run_once().await.unwrap());
@@ -671,16 +1036,27 @@ async fn a_failed_creation_reports_why_and_frees_the_name() {
         .await;
     let mut body = tutorial_body("x.csv");
     body["customAudienceId"] = json!("crm-1");
-    let accepted = t.json(Method::POST, "/external-audience", Some(body.clone()), 202).await;
+    let accepted = t
+        .json(Method::POST, "/external-audience", Some(body.clone()), 202)
+        .await;
     w.drain().await.unwrap();
     let op = t
-        .json(Method::GET, &format!("/external-audience/operations/{}", accepted["operationId"].as_str().unwrap()), None, 200)
+        .json(
+            Method::GET,
+            &format!(
+                "/external-audience/operations/{}",
+                accepted["operationId"].as_str().unwrap()
+            ),
+            None,
+            200,
+        )
         .await;
     assert_eq!(op["status"], "FAILED");
     assert!(op["reason"].as_str().unwrap().contains("crm-1"), "{op}");
     assert!(op.get("audienceId").is_none());
     body["customAudienceId"] = json!("crm-2");
-    t.json(Method::POST, "/external-audience", Some(body), 202).await;
+    t.json(Method::POST, "/external-audience", Some(body), 202)
+        .await;
 }
 
 #[tokio::test]
@@ -694,33 +1070,68 @@ async fn ttl_expiry_and_extension() {
     let msg = assert_error(res, 422, "100960-422").await;
     assert!(msg.contains("no successful run"), "{msg}");
 
-    t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    t.start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     w.drain().await.unwrap();
     assert_eq!(t.members(&audience).await, 3);
-    let before = t.json(Method::GET, &format!("/external-audience/{audience}"), None, 200).await;
+    let before = t
+        .json(
+            Method::GET,
+            &format!("/external-audience/{audience}"),
+            None,
+            200,
+        )
+        .await;
     let expires = before["dataExpiresAt"].as_i64().unwrap();
 
     // 39 days later nothing has expired; extending restarts the 40 days.
     t.clock.advance(Duration::days(39));
     assert!(!w.run_once().await.unwrap());
     let out = t.json(Method::POST, &extend, None, 200).await;
-    assert_eq!(out, json!({"audienceId": audience, "name": "Sample external audience"}));
+    assert_eq!(
+        out,
+        json!({"audienceId": audience, "name": "Sample external audience"})
+    );
     w.drain().await.unwrap();
-    let after = t.json(Method::GET, &format!("/external-audience/{audience}"), None, 200).await;
+    let after = t
+        .json(
+            Method::GET,
+            &format!("/external-audience/{audience}"),
+            None,
+            200,
+        )
+        .await;
     assert!(after["dataExpiresAt"].as_i64().unwrap() >= expires + 39 * 86_400_000);
     assert_eq!(after["profileCount"], 3);
-    let runs = t.json(Method::GET, &format!("/external-audience/{audience}/runs"), None, 200).await;
+    let runs = t
+        .json(
+            Method::GET,
+            &format!("/external-audience/{audience}/runs"),
+            None,
+            200,
+        )
+        .await;
     assert_eq!(runs["runs"][0]["type"], "TTL_EXTENSION");
     assert_eq!(runs["runs"][0]["status"], "SUCCESS");
 
     // Past the new expiry the members go and the count is 0, in AIS and in UPS.
     t.clock.advance(Duration::days(2));
-    assert!(!w.run_once().await.unwrap(), "the first expiry date no longer applies");
+    assert!(
+        !w.run_once().await.unwrap(),
+        "the first expiry date no longer applies"
+    );
     assert_eq!(t.members(&audience).await, 3);
     t.clock.advance(Duration::days(39));
     assert!(w.run_once().await.unwrap());
     assert_eq!(t.members(&audience).await, 0);
-    let expired = t.json(Method::GET, &format!("/external-audience/{audience}"), None, 200).await;
+    let expired = t
+        .json(
+            Method::GET,
+            &format!("/external-audience/{audience}"),
+            None,
+            200,
+        )
+        .await;
     assert_eq!(expired["profileCount"], 0);
     assert_eq!(expired["dataExpired"], true);
     let metrics = t.ups_metrics(&audience).await;
@@ -736,7 +1147,9 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
     let b = t.worker("survives").await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let audience = t.ready_audience(&b, tutorial_body("x.csv")).await;
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
 
     // A claims the dataset step and dies without a word.
     let stale = a.claim().await.unwrap().expect("a due job");
@@ -762,7 +1175,9 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
     assert_eq!(staged, 0);
 
     // The same with a death in the profile step.
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     assert!(b.run_once().await.unwrap());
     let stale = a.claim().await.unwrap().expect("the profile step");
     assert_eq!(stale.step, "profile");
@@ -789,7 +1204,12 @@ async fn two_workers_on_one_database_do_each_job_once() {
         }
         t.write("DLZ", &format!("f{i}.csv"), &csv);
         let accepted = t
-            .json(Method::POST, "/external-audience", Some(named(&format!("f{i}.csv"), &format!("aud{i}"))), 202)
+            .json(
+                Method::POST,
+                "/external-audience",
+                Some(named(&format!("f{i}.csv"), &format!("aud{i}"))),
+                202,
+            )
             .await;
         ops.push(accepted["operationId"].as_str().unwrap().to_owned());
         expected.push((i + 1) * 10);
@@ -798,7 +1218,14 @@ async fn two_workers_on_one_database_do_each_job_once() {
     assert_eq!(r1.unwrap() + r2.unwrap(), n);
     let mut audiences = Vec::new();
     for op in &ops {
-        let op = t.json(Method::GET, &format!("/external-audience/operations/{op}"), None, 200).await;
+        let op = t
+            .json(
+                Method::GET,
+                &format!("/external-audience/operations/{op}"),
+                None,
+                200,
+            )
+            .await;
         assert_eq!(op["status"], "SUCCESS");
         audiences.push(op["audienceId"].as_str().unwrap().to_owned());
     }
@@ -837,25 +1264,50 @@ async fn the_server_runs_its_own_worker_in_the_background() {
         s.worker_poll_ms = 20;
     })
     .await;
-    let accepted = t.json(Method::POST, "/external-audience", Some(tutorial_body("x.csv")), 202).await;
-    let op_path = format!("/data/core/ais/external-audience/operations/{}", accepted["operationId"].as_str().unwrap());
+    let accepted = t
+        .json(
+            Method::POST,
+            "/external-audience",
+            Some(tutorial_body("x.csv")),
+            202,
+        )
+        .await;
+    let op_path = format!(
+        "/data/core/ais/external-audience/operations/{}",
+        accepted["operationId"].as_str().unwrap()
+    );
     let deadline = std::time::Instant::now() + StdDuration::from_secs(20);
     let audience = loop {
-        let op: Value = second.request(Method::GET, &op_path).send().await.unwrap().json().await.unwrap();
+        let op: Value = second
+            .request(Method::GET, &op_path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if op["status"] == "SUCCESS" {
             break op["audienceId"].as_str().unwrap().to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "the background worker never ran: {op}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background worker never ran: {op}"
+        );
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     };
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     loop {
         let out = t.run(&audience, &run).await;
         if out["status"] != "PROCESSING" {
             assert_eq!(out["status"], "SUCCESS", "{out}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the run never ended: {out}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never ended: {out}"
+        );
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
     assert_eq!(t.members(&audience).await, 3);
@@ -870,7 +1322,7 @@ fn vm_hwm_kb() -> u64 {
         .expect("VmHWM in /proc/self/status")
 }
 
-const LARGE_ROWS: usize = 600_000;
+const LARGE_ROWS: usize = 400_000;
 
 /// Runs in a process of its own (see `a_large_file_streams_in_bounded_memory`), so the peak
 /// resident size it measures is its own.
@@ -885,19 +1337,31 @@ async fn large_file_child() {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
         writeln!(out, "ppid,list_id,delete,process_consent").unwrap();
         for i in 0..LARGE_ROWS {
-            writeln!(out, "user{:08}@example.com,list-{},{}.5,yes", i % (LARGE_ROWS - 1000), i % 7, i % 100).unwrap();
+            writeln!(
+                out,
+                "user{:08}@example.com,list-{},{}.5,yes",
+                i % (LARGE_ROWS - 1000),
+                i % 7,
+                i % 100
+            )
+            .unwrap();
         }
     }
     let size = std::fs::metadata(&path).unwrap().len();
     let audience = t.ready_audience(&w, tutorial_body("big.csv")).await;
-    let run = t.start_run(&audience, json!({"dataFilterStartTime": 0})).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
     let before = vm_hwm_kb();
     w.drain().await.unwrap();
     let growth_kb = vm_hwm_kb().saturating_sub(before);
     let out = t.run(&audience, &run).await;
     assert_eq!(out["status"], "SUCCESS", "{out}");
     assert_eq!(out["details"][0]["recordsSucceeded"], LARGE_ROWS as u64);
-    assert_eq!(out["details"][1]["profilesStored"], (LARGE_ROWS - 1000) as u64);
+    assert_eq!(
+        out["details"][1]["profilesStored"],
+        (LARGE_ROWS - 1000) as u64
+    );
     println!("file {} kB, peak RSS growth {growth_kb} kB", size / 1024);
     assert!(
         growth_kb * 1024 < size / 2,
@@ -909,7 +1373,13 @@ async fn large_file_child() {
 #[test]
 fn a_large_file_streams_in_bounded_memory() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["ais::large_file_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "ais::large_file_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
