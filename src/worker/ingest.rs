@@ -121,8 +121,9 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Scans the files in order. `sink` receives each full batch of identities of good rows with the
-/// counts so far, and returns `false` to stop (the run was taken over or deleted).
+/// Scans the files in order. `sink` receives the identities of good rows in batches of at most
+/// [`BATCH`], at least every [`BATCH`] rows read, with the counts so far, and returns `false` to
+/// stop (the run was taken over or deleted).
 pub fn scan_files(
     files: &[PathBuf],
     landing: &Path,
@@ -242,13 +243,6 @@ pub fn scan_reader<R: Read>(
                     .trim()
                     .to_owned();
                 batch.push(id);
-                if batch.len() >= BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if !sink(full, &scan.counts) {
-                        scan.cancelled = true;
-                        return;
-                    }
-                }
             }
             Err((column, reason)) => {
                 scan.counts.bad += 1;
@@ -260,6 +254,15 @@ pub fn scan_reader<R: Read>(
                         reason,
                     });
                 }
+            }
+        }
+        // Every BATCH rows, good or bad, the sink hears from the scan (with a possibly empty
+        // batch), so progress shows and the lease is renewed even through runs of bad rows.
+        if batch.len() >= BATCH || row % BATCH as u64 == 0 {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if !sink(full, &scan.counts) {
+                scan.cancelled = true;
+                return;
             }
         }
     }
@@ -352,6 +355,31 @@ mod tests {
         assert_eq!(scan.errors[0].column.as_deref(), Some("score"));
         assert!(scan.errors[1].reason.contains("identity"));
         assert!(scan.errors[2].reason.contains("values"));
+    }
+
+    #[test]
+    fn the_sink_hears_from_a_scan_of_bad_rows_too() {
+        let mut data = String::from("email,score\n");
+        for _ in 0..BATCH * 3 {
+            data.push_str("x,not-an-int\n");
+        }
+        let mut calls = 0;
+        let mut scan = Scan::default();
+        scan_reader(
+            data.as_bytes(),
+            "f.csv",
+            &spec(),
+            &mut scan,
+            &mut |b, counts| {
+                assert!(b.is_empty());
+                calls += 1;
+                assert_eq!(counts.read, (BATCH * calls) as u64);
+                true
+            },
+        );
+        assert_eq!(calls, 3);
+        assert_eq!(scan.errors.len(), MAX_SAMPLE);
+        assert_eq!(scan.counts.bad, (BATCH * 3) as u64);
     }
 
     #[test]

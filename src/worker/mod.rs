@@ -72,6 +72,19 @@ pub fn backoff(attempt: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempt.clamp(1, 20) as u32).min(300))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::seconds(2));
+        assert_eq!(backoff(2), Duration::seconds(4));
+        assert_eq!(backoff(4), Duration::seconds(16));
+        assert_eq!(backoff(30), Duration::seconds(300));
+    }
+}
+
 impl Worker {
     pub fn new(pool: PgPool, cfg: WorkerConfig) -> Self {
         Worker {
@@ -337,7 +350,9 @@ impl Worker {
         let mut shown = Instant::now();
         let mut conn = self.pool.acquire().await?;
         while let Some((batch, counts)) = receiver.recv().await {
-            storage::ais::stage_members(&mut conn, &tenant, run.id, job.claim, &batch).await?;
+            if !batch.is_empty() {
+                storage::ais::stage_members(&mut conn, &tenant, run.id, job.claim, &batch).await?;
+            }
             if shown.elapsed() >= std::time::Duration::from_millis(500) {
                 shown = Instant::now();
                 details[0]["recordsRead"] = json!(counts.read);

@@ -262,9 +262,16 @@ async fn the_tutorial_works_as_written() {
     assert_eq!(ups["metrics"]["data"]["totalProfiles"], 0);
 
     // Start ingestion, as the tutorial sends it.
-    let run = t
-        .start_run(&audience, json!({"dataFilterStartTime": 764245635}))
-        .await;
+    // curl -d without a Content-Type header sends application/x-www-form-urlencoded.
+    let res = t
+        .ais(Method::POST, &format!("/external-audience/{audience}/runs"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("{\n    \"dataFilterStartTime\": 764245635\n }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let run: Value = res.json().await.unwrap();
     assert_eq!(run["status"], "PROCESSING");
     assert_eq!(run["dataFilterStartTime"], 764245635);
     assert_eq!(run["details"][0]["stage"], "DATASET_INGEST");
@@ -1190,6 +1197,48 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
 }
 
 #[tokio::test]
+async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
+    let t = Ais::spawn().await;
+    let w = t.worker("w").await;
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    // A step this worker cannot carry out fails every attempt.
+    sqlx::query("UPDATE ais_jobs SET step = 'unknown-step' WHERE done_at IS NULL")
+        .execute(&t.app.pool)
+        .await
+        .unwrap();
+    for attempt in 1..=4 {
+        assert!(w.run_once().await.unwrap());
+        let (attempts, error): (i32, Option<String>) =
+            sqlx::query_as("SELECT attempts, last_error FROM ais_jobs WHERE done_at IS NULL")
+                .fetch_one(&t.app.pool)
+                .await
+                .unwrap();
+        assert_eq!(attempts, attempt);
+        assert!(error.unwrap().contains("unknown-step"));
+        // Not due again before its backoff.
+        assert!(!w.run_once().await.unwrap());
+        t.clock
+            .advance(Duration::seconds(2i64.pow(attempt as u32) + 1));
+        assert_eq!(t.run(&audience, &run).await["status"], "PROCESSING");
+    }
+    assert!(w.run_once().await.unwrap());
+    let out = t.run(&audience, &run).await;
+    assert_eq!(out["status"], "FAILED");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("Gave up after 5 attempts"),
+        "{out}"
+    );
+    assert!(!w.run_once().await.unwrap());
+}
+
+#[tokio::test]
 async fn two_workers_on_one_database_do_each_job_once() {
     let t = Ais::spawn().await;
     let w1 = t.worker("one").await;
@@ -1353,8 +1402,21 @@ async fn large_file_child() {
         .start_run(&audience, json!({"dataFilterStartTime": 0}))
         .await;
     let before = vm_hwm_kb();
-    w.drain().await.unwrap();
+    let working = tokio::spawn(async move { w.drain().await.unwrap() });
+    // Progress is visible while the run processes.
+    let mut seen = None;
+    while !working.is_finished() {
+        let now = t.run(&audience, &run).await;
+        let read = now["details"][0]["recordsRead"].as_u64().unwrap_or(0);
+        if now["status"] == "PROCESSING" && read > 0 && (read as usize) < LARGE_ROWS {
+            seen = Some(read);
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    working.await.unwrap();
     let growth_kb = vm_hwm_kb().saturating_sub(before);
+    let seen = seen.expect("counts were visible while the run was processing");
+    println!("progress seen mid-run: {seen} rows read");
     let out = t.run(&audience, &run).await;
     assert_eq!(out["status"], "SUCCESS", "{out}");
     assert_eq!(out["details"][0]["recordsSucceeded"], LARGE_ROWS as u64);
