@@ -258,7 +258,7 @@ pub fn scan_reader<R: Read>(
         }
         // Every BATCH rows, good or bad, the sink hears from the scan (with a possibly empty
         // batch), so progress shows and the lease is renewed even through runs of bad rows.
-        if batch.len() >= BATCH || row % BATCH as u64 == 0 {
+        if batch.len() >= BATCH || row.is_multiple_of(BATCH as u64) {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if !sink(full, &scan.counts) {
                 scan.cancelled = true;

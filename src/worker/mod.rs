@@ -72,19 +72,6 @@ pub fn backoff(attempt: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempt.clamp(1, 20) as u32).min(300))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::seconds(2));
-        assert_eq!(backoff(2), Duration::seconds(4));
-        assert_eq!(backoff(4), Duration::seconds(16));
-        assert_eq!(backoff(30), Duration::seconds(300));
-    }
-}
-
 impl Worker {
     pub fn new(pool: PgPool, cfg: WorkerConfig) -> Self {
         Worker {
@@ -611,4 +598,17 @@ async fn write_metrics(
     ups.etag = new_etag(ups.update_time);
     storage::audiences::update(conn, tenant, &ups).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::seconds(2));
+        assert_eq!(backoff(2), Duration::seconds(4));
+        assert_eq!(backoff(4), Duration::seconds(16));
+        assert_eq!(backoff(30), Duration::seconds(300));
+    }
 }

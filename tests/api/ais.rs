@@ -669,6 +669,15 @@ async fn unknown_ids_are_404_and_other_tenants_see_nothing() {
         .await
         .unwrap();
     assert_error(res, 404, "100940-404").await;
+    // A known path with a method it does not serve.
+    let res = t
+        .send(
+            Method::PUT,
+            &format!("/external-audience/{audience}"),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(res, 405, "UPAPI-113405-405").await;
     // The header gate applies to AIS too.
     let res = t
         .app
