@@ -154,7 +154,12 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "worker round failed"),
             }
             tokio::select! {
-                _ = stop.changed() => {}
+                changed = stop.changed() => {
+                    // The owner is gone: nobody can stop this loop any more, so it ends now.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep(self.cfg.poll) => {}
             }
         }

@@ -1371,6 +1371,46 @@ async fn the_server_runs_its_own_worker_in_the_background() {
     assert_eq!(t.members(&audience).await, 3);
 }
 
+#[tokio::test]
+async fn the_worker_loop_stops_when_asked_and_when_its_owner_is_gone() {
+    let t = Ais::spawn().await;
+    let w = t.worker("loop").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(w.clone().run(stopped));
+    let accepted = t
+        .json(
+            Method::POST,
+            "/external-audience",
+            Some(tutorial_body("x.csv")),
+            202,
+        )
+        .await;
+    let op_path = format!(
+        "/external-audience/operations/{}",
+        accepted["operationId"].as_str().unwrap()
+    );
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(20);
+    while t.json(Method::GET, &op_path, None, 200).await["status"] != "SUCCESS" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop never ran the job"
+        );
+        tokio::time::sleep(StdDuration::from_millis(30)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(StdDuration::from_secs(5), task)
+        .await
+        .expect("the loop stops when asked")
+        .unwrap();
+    let (owner, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(w.run(stopped));
+    drop(owner);
+    tokio::time::timeout(StdDuration::from_secs(5), task)
+        .await
+        .expect("the loop ends when nobody can stop it")
+        .unwrap();
+}
+
 fn vm_hwm_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
