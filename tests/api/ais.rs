@@ -378,6 +378,39 @@ async fn meta_only_create() {
     let msg = assert_error(res, 400, "100910-400").await;
     assert!(msg.contains("'namespace'"), "{msg}");
 
+    for (bad, needle) in [
+        (
+            json!({"namespace": "n", "originName": "o"}),
+            "'name' is required",
+        ),
+        (
+            json!({"name": "n", "namespace": "n"}),
+            "'originName' is required",
+        ),
+        (
+            json!({"name": 5, "namespace": "n", "originName": "o"}),
+            "'name'",
+        ),
+        (
+            json!({"name": "n", "namespace": "", "originName": "o"}),
+            "'namespace'",
+        ),
+        (
+            json!({"name": "n", "namespace": "n", "originName": "o", "audienceId": 7}),
+            "'audienceId'",
+        ),
+        (json!("text"), "JSON object"),
+    ] {
+        let res = post(
+            "/core/ais/audiences?createAudienceMetaOnly=true",
+            Some(META_ACCEPT),
+            bad,
+        )
+        .await
+        .unwrap();
+        let msg = assert_error(res, 400, "100910-400").await;
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
     let res = post(
         "/core/ais/audiences?createAudienceMetaOnly=true",
         Some(META_ACCEPT),
@@ -840,6 +873,13 @@ async fn failed_runs_say_why() {
         .as_str()
         .unwrap()
         .contains("No file"));
+
+    // A file source whose path is a folder.
+    let out = failed_run(&t, &w, named("bad", "a7"), start.clone()).await;
+    assert!(out["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a file"));
 
     // A folder source whose path is a file.
     let mut folder = named("old.csv", "a6");
