@@ -1451,6 +1451,113 @@ async fn the_worker_loop_stops_when_asked_and_when_its_owner_is_gone() {
         .unwrap();
 }
 
+/// Writes a CSV of `rows` distinct identities under DLZ, streaming.
+fn write_large(landing: &Path, name: &str, rows: usize) -> PathBuf {
+    let path = landing.join("DLZ").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(out, "ppid,list_id,delete,process_consent").unwrap();
+    for i in 0..rows {
+        writeln!(
+            out,
+            "user{i:08}@example.com,list-{},{}.5,yes",
+            i % 7,
+            i % 100
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    path
+}
+
+/// A worker in a process of its own, killed with SIGKILL by `a_killed_worker_loses_nothing`.
+#[tokio::test]
+#[ignore = "run by a_killed_worker_loses_nothing in a separate process"]
+async fn worker_child() {
+    let url = std::env::var("AIS_CHILD_DATABASE").expect("AIS_CHILD_DATABASE");
+    let landing = std::env::var("AIS_CHILD_LANDING").expect("AIS_CHILD_LANDING");
+    let pool = storage::connect(&url, 3).await.unwrap();
+    let w = Worker::new(
+        pool,
+        WorkerConfig {
+            id: "child".into(),
+            landing_dir: landing.into(),
+            clock: Clock::system(),
+            lease: Duration::seconds(30),
+            max_attempts: 5,
+            poll: StdDuration::from_millis(20),
+        },
+    );
+    w.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_nothing() {
+    const ROWS: usize = 200_000;
+    let t = Ais::spawn().await;
+    let w = t.worker("parent").await;
+    write_large(&t.landing, "kill.csv", ROWS);
+    let audience = t.ready_audience(&w, tutorial_body("kill.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "ais::worker_child",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("AIS_CHILD_DATABASE", &t.app.database_url)
+        .env("AIS_CHILD_LANDING", &t.landing)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the child is visibly in the middle of DATASET_INGEST, then kill -9 it.
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+    loop {
+        let now = t.run(&audience, &run).await;
+        let read = now["details"][0]["recordsRead"].as_u64().unwrap_or(0);
+        if now["details"][0]["status"] == "PROCESSING" && read > 0 {
+            assert!((read as usize) < ROWS);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started: {now}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended early: {now}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM ais_staged_members")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert!(staged > 0, "the child had staged rows when it died");
+    assert_eq!(t.run(&audience, &run).await["status"], "PROCESSING");
+
+    // Its lease holds the job until it runs out; then another worker finishes the run, once.
+    assert!(!w.run_once().await.unwrap());
+    t.clock.advance(Duration::seconds(31));
+    assert_eq!(w.drain().await.unwrap(), 2);
+    let done = t.run(&audience, &run).await;
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    assert_eq!(done["details"][0]["recordsRead"], ROWS as u64);
+    assert_eq!(done["details"][1]["profilesStored"], ROWS as u64);
+    assert_eq!(t.members(&audience).await, ROWS as i64);
+    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM ais_staged_members")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+}
+
 fn vm_hwm_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
