@@ -542,12 +542,14 @@ impl Worker {
             storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?
         {
             storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
+            let mut details: Value = serde_json::from_str(&run.details)?;
+            fail_open_stages(&mut details, &reason);
             storage::ais::finish_run(
                 &mut tx,
                 &tenant,
                 run.id,
                 "FAILED",
-                &run.details,
+                &details.to_string(),
                 Some(&reason),
                 now,
             )
@@ -571,6 +573,26 @@ impl Worker {
         tx.commit().await?;
         tracing::info!(audience = %id, "external audience data expired");
         Ok(true)
+    }
+}
+
+/// Marks the first stage that had not ended as FAILED with `reason`, and the ones after it SKIPPED.
+fn fail_open_stages(details: &mut Value, reason: &str) {
+    let Some(stages) = details.as_array_mut() else {
+        return;
+    };
+    let mut failed = false;
+    for stage in stages {
+        if !matches!(stage["status"].as_str(), Some("PENDING" | "PROCESSING")) {
+            continue;
+        }
+        if failed {
+            stage["status"] = json!("SKIPPED");
+        } else {
+            stage["status"] = json!("FAILED");
+            stage["message"] = json!(reason);
+            failed = true;
+        }
     }
 }
 
@@ -608,6 +630,27 @@ async fn write_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_given_up_run_fails_its_open_stage_and_skips_the_rest() {
+        let mut d = json!([
+            {"stage": "DATASET_INGEST", "status": "SUCCESS"},
+            {"stage": "PROFILE_STORE_INGEST", "status": "PENDING"},
+        ]);
+        fail_open_stages(&mut d, "why");
+        assert_eq!(d[0]["status"], "SUCCESS");
+        assert_eq!(d[1]["status"], "FAILED");
+        assert_eq!(d[1]["message"], "why");
+        let mut d = json!([
+            {"stage": "DATASET_INGEST", "status": "PROCESSING"},
+            {"stage": "PROFILE_STORE_INGEST", "status": "PENDING"},
+        ]);
+        fail_open_stages(&mut d, "why");
+        assert_eq!(
+            (d[0]["status"].as_str(), d[1]["status"].as_str()),
+            (Some("FAILED"), Some("SKIPPED"))
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

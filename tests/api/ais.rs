@@ -1284,6 +1284,12 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
             .contains("Gave up after 5 attempts"),
         "{out}"
     );
+    assert_eq!(out["details"][0]["status"], "FAILED");
+    assert!(out["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown-step"));
+    assert_eq!(out["details"][1]["status"], "SKIPPED");
     assert!(!w.run_once().await.unwrap());
 }
 
