@@ -304,8 +304,15 @@ impl Worker {
             return self.close(job).await;
         };
         let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
-        storage::ais::clear_staged(&mut conn, &tenant, run.id, Some(job.claim)).await?;
         drop(conn);
+        // What earlier attempts staged is forgotten, only while the job is still ours: a worker
+        // whose lease ran out must not delete the rows of the one that took over.
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        storage::ais::clear_staged(&mut tx, &tenant, run.id, Some(job.claim)).await?;
+        tx.commit().await?;
 
         let mut details: Value = serde_json::from_str(&run.details)?;
         let flow = details[0]["flowRunId"].clone();
