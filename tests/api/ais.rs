@@ -1294,6 +1294,30 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
 }
 
 #[tokio::test]
+async fn a_late_worker_cannot_undo_the_work_of_the_one_that_took_over() {
+    let t = Ais::spawn().await;
+    let a = t.worker("late").await;
+    let b = t.worker("took-over").await;
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&b, tutorial_body("x.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    let stale = a.claim().await.unwrap().expect("the dataset step");
+    t.clock.advance(Duration::seconds(31));
+    // B redoes DATASET_INGEST and stages its rows; then A wakes up and runs its stale step.
+    let fresh = b.claim().await.unwrap().expect("the expired claim");
+    assert_eq!(fresh.step, "dataset");
+    b.execute(fresh).await.unwrap();
+    a.execute(stale).await.unwrap();
+    assert_eq!(b.drain().await.unwrap(), 1);
+    let done = t.run(&audience, &run).await;
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    assert_eq!(done["details"][1]["profilesStored"], 3);
+    assert_eq!(t.members(&audience).await, 3);
+}
+
+#[tokio::test]
 async fn two_workers_on_one_database_do_each_job_once() {
     let t = Ais::spawn().await;
     let w1 = t.worker("one").await;
