@@ -85,14 +85,18 @@ pub async fn hold(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
 }
 
 /// Extends the lease; `false` when the claim is no longer ours.
-pub async fn renew(pool: &PgPool, job: &Job, lease_until: DateTime<Utc>) -> sqlx::Result<bool> {
+pub async fn renew(
+    conn: &mut PgConnection,
+    job: &Job,
+    lease_until: DateTime<Utc>,
+) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE ais_jobs SET locked_until = $3 WHERE id = $1 AND claim = $2 AND done_at IS NULL",
     )
     .bind(job.id)
     .bind(job.claim)
     .bind(lease_until)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }

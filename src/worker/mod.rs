@@ -277,12 +277,14 @@ impl Worker {
         details: &Value,
     ) -> anyhow::Result<bool> {
         let now = self.now();
-        if !jobs::renew(&self.pool, job, now + self.cfg.lease).await? {
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
             return Ok(false);
         }
-        let mut conn = self.pool.acquire().await?;
-        storage::ais::update_run_details(&mut conn, tenant, run_id, &details.to_string(), now)
+        jobs::renew(&mut tx, job, now + self.cfg.lease).await?;
+        storage::ais::update_run_details(&mut tx, tenant, run_id, &details.to_string(), now)
             .await?;
+        tx.commit().await?;
         Ok(true)
     }
 
