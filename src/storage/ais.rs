@@ -528,22 +528,6 @@ pub async fn record_success(
     Ok(())
 }
 
-/// The number of members an audience holds.
-pub async fn member_count(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    audience_id: Uuid,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM ais_members m JOIN external_audiences a ON a.id = m.audience_id
-         WHERE a.sandbox_id = $1 AND a.id = $2",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(audience_id)
-    .fetch_one(&mut *conn)
-    .await
-}
-
 /// Takes one audience whose data has expired, locked; returns its id and sandbox.
 pub async fn claim_expired(
     conn: &mut PgConnection,
