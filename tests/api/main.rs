@@ -4,3 +4,4 @@ mod ais;
 mod audiences;
 mod foundation;
 mod helpers;
+mod worker;
