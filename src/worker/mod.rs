@@ -348,14 +348,15 @@ impl Worker {
                 sender.blocking_send((batch, counts.clone())).is_ok()
             })
         });
-        let mut shown = Instant::now();
+        // The first report is shown at once, later ones at most every 0.5 s.
+        let mut shown: Option<Instant> = None;
         let mut conn = self.pool.acquire().await?;
         while let Some((batch, counts)) = receiver.recv().await {
             if !batch.is_empty() {
                 storage::ais::stage_members(&mut conn, &tenant, run.id, job.claim, &batch).await?;
             }
-            if shown.elapsed() >= std::time::Duration::from_millis(500) {
-                shown = Instant::now();
+            if shown.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(500)) {
+                shown = Some(Instant::now());
                 details[0]["recordsRead"] = json!(counts.read);
                 details[0]["recordsSucceeded"] = json!(counts.good);
                 details[0]["recordsFailed"] = json!(counts.bad);
