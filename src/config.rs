@@ -81,6 +81,11 @@ pub struct Settings {
     /// At most this many ingestion runs per external audience.
     #[arg(long, env = "RUNS_PER_AUDIENCE", default_value_t = 10)]
     pub runs_per_audience: i64,
+
+    /// The clock rules read (TTL expiry, leases, guardrail days). The system clock, except in
+    /// tests, which share an adjustable one with their workers.
+    #[arg(skip)]
+    pub clock: crate::domain::clock::Clock,
 }
 
 impl Settings {
@@ -121,6 +126,7 @@ impl Settings {
             worker_poll_ms: 500,
             runs_per_sandbox_per_day: 100,
             runs_per_audience: 10,
+            clock: crate::domain::clock::Clock::system(),
         }
     }
 }

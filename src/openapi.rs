@@ -26,6 +26,7 @@ use crate::api::{self, gate, schemas};
     components(schemas(schemas::GatewayError, schemas::BadRequestBody, schemas::ErrorBody)),
     tags(
         (name = "Audiences", description = "UPS (Segmentation Service) audiences"),
+        (name = "Audience ingestion", description = "AIS: meta-only audiences, external audiences, their creation operations and ingestion runs"),
         (name = "Operations", description = "Server health and documents"),
     ),
     modifiers(&HeaderSecurity),

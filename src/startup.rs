@@ -5,6 +5,7 @@ use std::net::TcpListener;
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpResponse, HttpServer};
 use sqlx::PgPool;
+use tokio::{sync::watch, task::JoinHandle};
 use utoipa_actix_web::AppExt;
 
 use crate::{
@@ -12,7 +13,10 @@ use crate::{
     auth::AuthConfig,
     config::Settings,
     embedded_pg::{self, EmbeddedPostgres},
-    openapi, storage,
+    openapi,
+    service::ais::AisConfig,
+    storage,
+    worker::{Worker, WorkerConfig},
 };
 
 pub struct Application {
@@ -20,6 +24,8 @@ pub struct Application {
     server: Server,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
+    /// The background worker's stop signal and task, when this process runs one.
+    worker: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
@@ -70,6 +76,11 @@ impl Application {
             auth: AuthConfig::from_settings(&settings),
             sandboxes: Default::default(),
             openapi_json: openapi::document_json(),
+            ais: AisConfig {
+                clock: settings.clock.clone(),
+                runs_per_sandbox_per_day: settings.runs_per_sandbox_per_day,
+                runs_per_audience: settings.runs_per_audience,
+            },
         });
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -91,11 +102,17 @@ impl Application {
         }
         let server = server.run();
         tracing::info!(address = %format!("{}:{port}", settings.host), "listening");
+        let worker = settings.worker_enabled.then(|| {
+            let (stop, stopped) = watch::channel(false);
+            let worker = Worker::new(pool.clone(), WorkerConfig::from_settings(&settings));
+            (stop, tokio::spawn(worker.run(stopped)))
+        });
         Ok(Application {
             port,
             server,
             pool,
             embedded,
+            worker,
         })
     }
 
@@ -115,6 +132,11 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (or the server handle stops it), then drains and shuts down.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         self.server.await?;
+        // Graceful: the worker stops claiming and finishes the step it is in.
+        if let Some((stop, task)) = self.worker.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         self.pool.close().await;
         if let Some(mut pg) = self.embedded.take() {
             tokio::task::spawn_blocking(move || pg.stop()).await?;

@@ -1,5 +1,7 @@
 //! HTTP only: routes, extractors, and the mapping of errors to responses.
 
+pub mod ais;
+pub mod ais_schemas;
 pub mod audiences;
 pub mod context;
 pub mod docs;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub auth: AuthConfig,
     pub sandboxes: SandboxCache,
     pub openapi_json: String,
+    /// The clock and the run guardrails of the AIS family.
+    pub ais: crate::service::ais::AisConfig,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
@@ -136,6 +140,22 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(audiences::replace_audience)
             .service(audiences::patch_audience)
             .service(audiences::delete_audience)
+            .default_service(web::to(unmatched)),
+    );
+    // AIS: `extend-ttl/{id}` is registered before `{id}/runs` so the literal segment wins.
+    cfg.service(
+        scope::scope(AIS_BASE)
+            .wrap(from_fn(gate::gate))
+            .service(ais::create_meta_only)
+            .service(ais::create_external)
+            .service(ais::get_operation)
+            .service(ais::extend_ttl)
+            .service(ais::get_external)
+            .service(ais::patch_external)
+            .service(ais::delete_external)
+            .service(ais::start_run)
+            .service(ais::list_runs)
+            .service(ais::get_run)
             .default_service(web::to(unmatched)),
     );
 }

@@ -1,6 +1,8 @@
 //! Types and rules of the service. Knows neither HTTP nor SQL.
 
 pub mod audience;
+pub mod clock;
+pub mod external;
 pub mod identity;
 pub mod lifecycle;
 pub mod listing;

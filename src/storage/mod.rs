@@ -1,6 +1,8 @@
 //! SQL, one module per entity. Every function that touches tenant data takes the tenant first.
 
+pub mod ais;
 pub mod audiences;
+pub mod jobs;
 pub mod sandboxes;
 
 use std::time::Duration;

@@ -115,7 +115,9 @@ fn cluster() -> &'static Cluster {
                 .fetch_all(&mut admin)
                 .await
                 .unwrap();
-                for db in stale {
+                // A database whose test process is still alive belongs to a concurrent run (another
+                // checkout, or a test that runs part of this binary in a child process): keep it.
+                for db in stale.into_iter().filter(|db| !owner_alive(db)) {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
                         .execute(&mut admin)
                         .await;
@@ -133,6 +135,16 @@ fn cluster() -> &'static Cluster {
         .join()
         .expect("preparing the test database failed")
     })
+}
+
+/// Whether the test process that named this database (`audtest_tpl_<pid>`, `audtest_<pid>_<n>`)
+/// is still running.
+fn owner_alive(db: &str) -> bool {
+    let rest = db.trim_start_matches("audtest_").trim_start_matches("tpl_");
+    rest.split('_')
+        .next()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// A fresh, migrated database for one test; returns its URL.

@@ -1,5 +1,6 @@
 //! Black-box tests of the server over HTTP against a real PostgreSQL.
 
+mod ais;
 mod audiences;
 mod conditional;
 mod docs;
@@ -8,3 +9,4 @@ mod foundation;
 mod helpers;
 mod lifecycle;
 mod listing;
+mod worker;

@@ -1,0 +1,158 @@
+//! SQL for the worker's jobs. A job is claimed with `FOR UPDATE SKIP LOCKED` by writing a fresh
+//! `claim` token and a lease; every later write of the claimant names that token, so a worker
+//! whose lease ran out (and was taken over) can no longer change anything.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::Tenant;
+
+pub const CREATE_AUDIENCE: &str = "create_audience";
+pub const INGEST: &str = "ingest";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub sandbox_id: Uuid,
+    pub kind: String,
+    pub target_id: Uuid,
+    pub step: String,
+    pub attempts: i32,
+    pub claim: Uuid,
+    pub staged_claim: Option<Uuid>,
+}
+
+/// Queues a job in the caller's transaction, due now.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    kind: &str,
+    target_id: Uuid,
+    step: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO ais_jobs (id, sandbox_id, kind, target_id, step, run_after, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(tenant.sandbox_id())
+    .bind(kind)
+    .bind(target_id)
+    .bind(step)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Claims the oldest due job that nobody holds (or whose holder's lease ran out).
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(
+        "UPDATE ais_jobs SET claim = $1, locked_by = $2, locked_until = $4
+         WHERE id = (
+             SELECT id FROM ais_jobs
+             WHERE done_at IS NULL AND run_after <= $3
+               AND (locked_until IS NULL OR locked_until < $3)
+             ORDER BY run_after, created_at
+             LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, sandbox_id, kind, target_id, step, attempts, claim, staged_claim",
+    )
+    .bind(Uuid::new_v4())
+    .bind(worker)
+    .bind(now)
+    .bind(lease_until)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Locks a job for the closing transaction of a step; `false` when the claim is no longer ours.
+pub async fn hold(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL FOR UPDATE",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Extends the lease; `false` when the claim is no longer ours.
+pub async fn renew(
+    conn: &mut PgConnection,
+    job: &Job,
+    lease_until: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE ais_jobs SET locked_until = $3 WHERE id = $1 AND claim = $2 AND done_at IS NULL",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .bind(lease_until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a held job to its next step and releases it, due now.
+pub async fn advance(
+    conn: &mut PgConnection,
+    job: &Job,
+    step: &str,
+    staged_claim: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE ais_jobs SET step = $2, staged_claim = $3, attempts = 0, claim = NULL,
+             locked_by = NULL, locked_until = NULL, run_after = $4, last_error = NULL
+         WHERE id = $1",
+    )
+    .bind(job.id)
+    .bind(step)
+    .bind(staged_claim)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a held job done.
+pub async fn finish(conn: &mut PgConnection, job: &Job, now: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE ais_jobs SET done_at = $2, claim = NULL, locked_by = NULL, locked_until = NULL
+         WHERE id = $1",
+    )
+    .bind(job.id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases a job after a transient failure, due again at `run_after`.
+pub async fn retry_later(
+    pool: &PgPool,
+    job: &Job,
+    run_after: DateTime<Utc>,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE ais_jobs SET attempts = attempts + 1, run_after = $3, last_error = $4,
+             claim = NULL, locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND claim = $2",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .bind(run_after)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The background worker: claims due jobs from Postgres (`FOR UPDATE SKIP LOCKED` with a lease),
+//! carries out one step of one job per [`Worker::run_once`], and sweeps audiences whose data has
+//! expired. Every step ends with one transaction that commits only while the job is still held
+//! under the same claim, so a step is applied at most once even when a lease runs out and another
+//! process takes the job over. See docs/AIS.md for the state machine and the numbers.
+
+pub mod ingest;
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::anyhow;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+use sqlx::{Acquire, PgConnection, PgPool};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    config::Settings,
+    domain::{
+        audience::{self, new_etag, Audience, EXTERNAL_SEGMENT},
+        clock::Clock,
+        external::IngestSpec,
+        Caller, Tenant,
+    },
+    error::Code,
+    service::ais::{epoch_ms, ttl_after},
+    storage::{
+        self,
+        ais::RunRow,
+        jobs::{self, Job},
+    },
+};
+
+use ingest::{Counts, Scan};
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Names this worker in `ais_jobs.locked_by`.
+    pub id: String,
+    pub landing_dir: PathBuf,
+    pub clock: Clock,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// Attempts of one step before the job's operation or run is failed.
+    pub max_attempts: i32,
+    /// Pause between polls when there is nothing to do.
+    pub poll: std::time::Duration,
+}
+
+impl WorkerConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        WorkerConfig {
+            id: format!("worker-{}", Uuid::new_v4().simple()),
+            landing_dir: settings.landing_dir(),
+            clock: settings.clock.clone(),
+            lease: Duration::seconds(30),
+            max_attempts: 5,
+            poll: std::time::Duration::from_millis(settings.worker_poll_ms.max(10)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pool: PgPool,
+    cfg: Arc<WorkerConfig>,
+}
+
+/// The delay before retry `attempt` (1-based): 2, 4, 8, ... seconds, at most 5 minutes.
+pub fn backoff(attempt: i32) -> Duration {
+    Duration::seconds(2i64.saturating_pow(attempt.clamp(1, 20) as u32).min(300))
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, cfg: WorkerConfig) -> Self {
+        Worker {
+            pool,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.cfg.clock.now()
+    }
+
+    /// Does one unit of work: one step of one due job, or else the expiry of one audience's data.
+    /// Returns whether there was anything to do.
+    pub async fn run_once(&self) -> anyhow::Result<bool> {
+        if let Some(job) = self.claim().await? {
+            self.execute(job).await?;
+            return Ok(true);
+        }
+        self.expire_one().await
+    }
+
+    /// Runs [`Worker::run_once`] until nothing is due; returns how many units were done.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut done = 0;
+        while done < 100_000 && self.run_once().await? {
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Claims the next due job without working on it (public so tests can play a worker that
+    /// dies holding a claim).
+    pub async fn claim(&self) -> sqlx::Result<Option<Job>> {
+        let now = self.now();
+        jobs::claim(&self.pool, &self.cfg.id, now, now + self.cfg.lease).await
+    }
+
+    /// Carries out one step of a claimed job. A failure is retried later with backoff; after
+    /// `max_attempts` the operation or run fails with the cause.
+    pub async fn execute(&self, job: Job) -> anyhow::Result<()> {
+        let outcome = match (job.kind.as_str(), job.step.as_str()) {
+            (jobs::CREATE_AUDIENCE, _) => self.create_audience(&job).await,
+            (jobs::INGEST, "dataset") => self.dataset_ingest(&job).await,
+            (jobs::INGEST, "profile") => self.profile_ingest(&job).await,
+            (kind, step) => Err(anyhow!("unknown job {kind}/{step}")),
+        };
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        let attempt = job.attempts + 1;
+        tracing::warn!(job = %job.id, attempt, error = %error, "job step failed");
+        if attempt >= self.cfg.max_attempts {
+            self.give_up(&job, &format!("{error:#}")).await
+        } else {
+            jobs::retry_later(
+                &self.pool,
+                &job,
+                self.now() + backoff(attempt),
+                &format!("{error:#}"),
+            )
+            .await?;
+            Ok(())
+        }
+    }
+
+    /// Polls until `stop` says so. A step in progress is finished before the loop ends.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            match self.run_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "worker round failed"),
+            }
+            tokio::select! {
+                changed = stop.changed() => {
+                    // The owner is gone: nobody can stop this loop any more, so it ends now.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+            }
+        }
+        tracing::info!(worker = %self.cfg.id, "worker stopped");
+    }
+
+    async fn tenant(&self, conn: &mut PgConnection, sandbox_id: Uuid) -> anyhow::Result<Tenant> {
+        storage::ais::tenant_of(conn, sandbox_id)
+            .await?
+            .ok_or_else(|| anyhow!("sandbox {sandbox_id} does not exist"))
+    }
+
+    /// Creates the UPS audience of an external audience and ends its operation.
+    async fn create_audience(&self, job: &Job) -> anyhow::Result<()> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
+        let Some(op) = storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await?
+        else {
+            jobs::finish(&mut tx, job, now).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        let ext = storage::ais::get_external(&mut tx, &tenant, op.audience_id, true).await?;
+        match ext {
+            None => {
+                storage::ais::finish_operation(
+                    &mut tx,
+                    &tenant,
+                    op.id,
+                    "FAILED",
+                    Some("The external audience was deleted before it was created."),
+                    now,
+                )
+                .await?;
+            }
+            Some(row) if row.state == "ready" => {
+                storage::ais::finish_operation(&mut tx, &tenant, op.id, "SUCCESS", None, now)
+                    .await?;
+            }
+            Some(row) => {
+                let spec: Map<String, Value> = serde_json::from_str(&row.spec)?;
+                let mut doc = Map::new();
+                doc.insert("name".into(), json!(row.name));
+                for key in ["description", "labels", "ttlInDays", "namespace"] {
+                    if let Some(v) = spec.get(key) {
+                        doc.insert(key.into(), v.clone());
+                    }
+                }
+                doc.insert("type".into(), json!(EXTERNAL_SEGMENT));
+                doc.insert("originName".into(), json!("CUSTOM_UPLOAD"));
+                doc.insert("lifecycleState".into(), json!("published"));
+                let external_id = row
+                    .custom_audience_id
+                    .clone()
+                    .unwrap_or_else(|| row.id.to_string());
+                doc.insert("audienceId".into(), json!(external_id));
+                doc.insert("metrics".into(), metrics(0, false, now));
+                let fields = audience::new_fields(Value::Object(doc), row.id)?;
+                let caller = Caller {
+                    user_id: row.created_by.clone(),
+                };
+                let created = Audience::create(row.id, fields, &caller, Vec::new());
+                let mut savepoint = (&mut *tx).begin().await?;
+                match storage::audiences::insert(&mut savepoint, &tenant, &created).await {
+                    Ok(_) => {
+                        savepoint.commit().await?;
+                        storage::ais::mark_ready(&mut tx, &tenant, row.id).await?;
+                        storage::ais::finish_operation(
+                            &mut tx, &tenant, op.id, "SUCCESS", None, now,
+                        )
+                        .await?;
+                    }
+                    Err(e) if e.code == Code::AudienceConflict => {
+                        savepoint.rollback().await?;
+                        storage::ais::delete_external(&mut tx, &tenant, row.id).await?;
+                        storage::ais::finish_operation(
+                            &mut tx,
+                            &tenant,
+                            op.id,
+                            "FAILED",
+                            Some(&e.message),
+                            now,
+                        )
+                        .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        jobs::finish(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a job whose run is gone or already final.
+    async fn close(&self, job: &Job) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if jobs::hold(&mut tx, job).await? {
+            jobs::finish(&mut tx, job, self.now()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Renews the lease and shows the run's details; `false` when the job is no longer ours.
+    async fn progress(
+        &self,
+        tenant: &Tenant,
+        job: &Job,
+        run_id: Uuid,
+        details: &Value,
+    ) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(false);
+        }
+        jobs::renew(&mut tx, job, now + self.cfg.lease).await?;
+        storage::ais::update_run_details(&mut tx, tenant, run_id, &details.to_string(), now)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// DATASET_INGEST: selects the files, parses them streaming, stages the identities of good
+    /// rows under this claim, and either moves the job on or fails the run saying why.
+    async fn dataset_ingest(&self, job: &Job) -> anyhow::Result<()> {
+        let started = self.now();
+        let clock_start = Instant::now();
+        let mut conn = self.pool.acquire().await?;
+        let tenant = self.tenant(&mut conn, job.sandbox_id).await?;
+        let Some(run) = storage::ais::get_run_by_id(&mut conn, &tenant, job.target_id).await?
+        else {
+            drop(conn);
+            return self.close(job).await;
+        };
+        let ext = storage::ais::get_external(&mut conn, &tenant, run.audience_id, false).await?;
+        let (Some(ext), true) = (ext, run.status == "PROCESSING") else {
+            drop(conn);
+            return self.close(job).await;
+        };
+        let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
+        drop(conn);
+        // What earlier attempts staged is forgotten, only while the job is still ours: a worker
+        // whose lease ran out must not delete the rows of the one that took over.
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        storage::ais::clear_staged(&mut tx, &tenant, run.id, Some(job.claim)).await?;
+        tx.commit().await?;
+
+        let mut details: Value = serde_json::from_str(&run.details)?;
+        let flow = details[0]["flowRunId"].clone();
+        details[0] = json!({
+            "stage": "DATASET_INGEST", "status": "PROCESSING", "flowRunId": flow,
+            "startedAt": epoch_ms(started),
+        });
+        if !self.progress(&tenant, job, run.id, &details).await? {
+            return Ok(());
+        }
+
+        let landing = self.cfg.landing_dir.clone();
+        let window = (run.filter_start, run.filter_end);
+        let files = match ingest::select_files(&landing, &spec, window) {
+            Ok(files) => files,
+            Err(message) => {
+                let scan = Scan {
+                    failure: Some(message),
+                    ..Scan::default()
+                };
+                return self
+                    .end_dataset(job, &tenant, &run, details, scan, started, clock_start)
+                    .await;
+            }
+        };
+
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Vec<String>, Counts)>(2);
+        let scan_spec = spec.clone();
+        let scanning = tokio::task::spawn_blocking(move || {
+            ingest::scan_files(&files, &landing, &scan_spec, &mut |batch, counts| {
+                sender.blocking_send((batch, counts.clone())).is_ok()
+            })
+        });
+        // The first report is shown at once, later ones at most every 0.5 s.
+        let mut shown: Option<Instant> = None;
+        let mut conn = self.pool.acquire().await?;
+        while let Some((batch, counts)) = receiver.recv().await {
+            if !batch.is_empty() {
+                storage::ais::stage_members(&mut conn, &tenant, run.id, job.claim, &batch).await?;
+            }
+            if shown.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(500)) {
+                shown = Some(Instant::now());
+                details[0]["recordsRead"] = json!(counts.read);
+                details[0]["recordsSucceeded"] = json!(counts.good);
+                details[0]["recordsFailed"] = json!(counts.bad);
+                if !self.progress(&tenant, job, run.id, &details).await? {
+                    return Ok(());
+                }
+            }
+        }
+        drop(conn);
+        let scan = scanning.await?;
+        if scan.cancelled {
+            return Ok(());
+        }
+        self.end_dataset(job, &tenant, &run, details, scan, started, clock_start)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn end_dataset(
+        &self,
+        job: &Job,
+        tenant: &Tenant,
+        run: &RunRow,
+        mut details: Value,
+        scan: Scan,
+        started: DateTime<Utc>,
+        clock_start: Instant,
+    ) -> anyhow::Result<()> {
+        let now = self.now();
+        let failure = scan.failure.clone().or_else(|| {
+            (scan.counts.good == 0).then(|| {
+                format!(
+                    "No valid row: {} rows read, all rejected{}.",
+                    scan.counts.read,
+                    if scan.counts.read == 0 {
+                        " (the files hold no data row)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        });
+        let stage = &mut details[0];
+        stage["status"] = json!(if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCESS"
+        });
+        stage["startedAt"] = json!(epoch_ms(started));
+        stage["completedAt"] = json!(epoch_ms(now));
+        stage["durationMs"] = json!(clock_start.elapsed().as_millis() as u64);
+        stage["files"] = json!(scan.files);
+        stage["recordsRead"] = json!(scan.counts.read);
+        stage["recordsSucceeded"] = json!(scan.counts.good);
+        stage["recordsFailed"] = json!(scan.counts.bad);
+        stage["errors"] = json!(scan.errors.iter().map(|e| e.to_json()).collect::<Vec<_>>());
+        if let Some(message) = &failure {
+            stage["message"] = json!(message);
+            details[1]["status"] = json!("SKIPPED");
+        }
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        match &failure {
+            Some(message) => {
+                storage::ais::clear_staged(&mut tx, tenant, run.id, None).await?;
+                storage::ais::finish_run(
+                    &mut tx,
+                    tenant,
+                    run.id,
+                    "FAILED",
+                    &details.to_string(),
+                    Some(&format!("DATASET_INGEST failed: {message}")),
+                    now,
+                )
+                .await?;
+                jobs::finish(&mut tx, job, now).await?;
+            }
+            None => {
+                storage::ais::update_run_details(
+                    &mut tx,
+                    tenant,
+                    run.id,
+                    &details.to_string(),
+                    now,
+                )
+                .await?;
+                jobs::advance(&mut tx, job, "profile", Some(job.claim), now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// PROFILE_STORE_INGEST: replaces the audience's members with the distinct identities the
+    /// dataset stage staged, records the count and the expiry, ends the run. One transaction.
+    async fn profile_ingest(&self, job: &Job) -> anyhow::Result<()> {
+        let now = self.now();
+        let clock_start = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
+        let run = storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?;
+        let ext = match &run {
+            Some(r) if r.status == "PROCESSING" => {
+                storage::ais::get_external(&mut tx, &tenant, r.audience_id, true).await?
+            }
+            _ => None,
+        };
+        let (Some(run), Some(ext)) = (run, ext) else {
+            jobs::finish(&mut tx, job, now).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        let staged = job.staged_claim.ok_or_else(|| {
+            anyhow!(
+                "job {} reached the profile step without staged rows",
+                job.id
+            )
+        })?;
+        let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
+        let profiles =
+            storage::ais::replace_members(&mut tx, &tenant, ext.id, run.id, staged).await?;
+        storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
+        storage::ais::record_success(
+            &mut tx,
+            &tenant,
+            ext.id,
+            run.id,
+            profiles,
+            ttl_after(now, spec.ttl_in_days),
+        )
+        .await?;
+        write_metrics(&mut tx, &tenant, ext.id, profiles, false, now).await?;
+        let mut details: Value = serde_json::from_str(&run.details)?;
+        let received = details[0]["recordsSucceeded"].as_u64().unwrap_or(0);
+        let flow = details[1]["flowRunId"].clone();
+        details[1] = json!({
+            "stage": "PROFILE_STORE_INGEST", "status": "SUCCESS", "flowRunId": flow,
+            "startedAt": epoch_ms(now), "completedAt": epoch_ms(self.now()),
+            "durationMs": clock_start.elapsed().as_millis() as u64,
+            "recordsReceived": received,
+            "profilesStored": profiles,
+            "duplicatesMerged": received.saturating_sub(profiles as u64),
+        });
+        storage::ais::finish_run(
+            &mut tx,
+            &tenant,
+            run.id,
+            "SUCCESS",
+            &details.to_string(),
+            None,
+            now,
+        )
+        .await?;
+        jobs::finish(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a job that kept failing: its operation or run fails with the cause.
+    async fn give_up(&self, job: &Job, error: &str) -> anyhow::Result<()> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        if !jobs::hold(&mut tx, job).await? {
+            return Ok(());
+        }
+        let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
+        let reason = format!("Gave up after {} attempts: {error}", self.cfg.max_attempts);
+        if job.kind == jobs::CREATE_AUDIENCE {
+            if let Some(op) =
+                storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await?
+            {
+                let ext =
+                    storage::ais::get_external(&mut tx, &tenant, op.audience_id, true).await?;
+                if ext.is_some_and(|e| e.state == "creating") {
+                    storage::ais::delete_external(&mut tx, &tenant, op.audience_id).await?;
+                }
+                storage::ais::finish_operation(
+                    &mut tx,
+                    &tenant,
+                    op.id,
+                    "FAILED",
+                    Some(&reason),
+                    now,
+                )
+                .await?;
+            }
+        } else if let Some(run) =
+            storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?
+        {
+            storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
+            let mut details: Value = serde_json::from_str(&run.details)?;
+            fail_open_stages(&mut details, &reason);
+            storage::ais::finish_run(
+                &mut tx,
+                &tenant,
+                run.id,
+                "FAILED",
+                &details.to_string(),
+                Some(&reason),
+                now,
+            )
+            .await?;
+        }
+        jobs::finish(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes the members of one audience whose TTL has passed; `false` when none has.
+    async fn expire_one(&self) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let Some((id, sandbox_id)) = storage::ais::claim_expired(&mut tx, now).await? else {
+            return Ok(false);
+        };
+        let tenant = self.tenant(&mut tx, sandbox_id).await?;
+        storage::ais::expire(&mut tx, &tenant, id).await?;
+        write_metrics(&mut tx, &tenant, id, 0, true, now).await?;
+        tx.commit().await?;
+        tracing::info!(audience = %id, "external audience data expired");
+        Ok(true)
+    }
+}
+
+/// Marks the first stage that had not ended as FAILED with `reason`, and the ones after it SKIPPED.
+fn fail_open_stages(details: &mut Value, reason: &str) {
+    let Some(stages) = details.as_array_mut() else {
+        return;
+    };
+    let mut failed = false;
+    for stage in stages {
+        if !matches!(stage["status"].as_str(), Some("PENDING" | "PROCESSING")) {
+            continue;
+        }
+        if failed {
+            stage["status"] = json!("SKIPPED");
+        } else {
+            stage["status"] = json!("FAILED");
+            stage["message"] = json!(reason);
+            failed = true;
+        }
+    }
+}
+
+/// The `metrics` field of the UPS audience: where the profile count is readable through UPS.
+fn metrics(profiles: i64, expired: bool, now: DateTime<Utc>) -> Value {
+    json!({
+        "type": "profileCount",
+        "data": { "totalProfiles": profiles, "dataExpired": expired },
+        "updateTime": epoch_ms(now),
+    })
+}
+
+/// Writes the profile count into the UPS audience through the audience storage, so its body and
+/// columns stay in step. An audience deleted through UPS is skipped.
+async fn write_metrics(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    profiles: i64,
+    expired: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(mut ups) = storage::audiences::lock(conn, tenant, id).await? else {
+        return Ok(());
+    };
+    ups.fields
+        .doc
+        .insert("metrics".into(), metrics(profiles, expired, now));
+    ups.update_time = now.timestamp_millis().max(ups.update_time);
+    ups.etag = new_etag(ups.update_time);
+    storage::audiences::update(conn, tenant, &ups).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_up_run_fails_its_open_stage_and_skips_the_rest() {
+        let mut d = json!([
+            {"stage": "DATASET_INGEST", "status": "SUCCESS"},
+            {"stage": "PROFILE_STORE_INGEST", "status": "PENDING"},
+        ]);
+        fail_open_stages(&mut d, "why");
+        assert_eq!(d[0]["status"], "SUCCESS");
+        assert_eq!(d[1]["status"], "FAILED");
+        assert_eq!(d[1]["message"], "why");
+        let mut d = json!([
+            {"stage": "DATASET_INGEST", "status": "PROCESSING"},
+            {"stage": "PROFILE_STORE_INGEST", "status": "PENDING"},
+        ]);
+        fail_open_stages(&mut d, "why");
+        assert_eq!(
+            (d[0]["status"].as_str(), d[1]["status"].as_str()),
+            (Some("FAILED"), Some("SKIPPED"))
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::seconds(2));
+        assert_eq!(backoff(2), Duration::seconds(4));
+        assert_eq!(backoff(4), Duration::seconds(16));
+        assert_eq!(backoff(30), Duration::seconds(300));
+    }
+}
