@@ -46,10 +46,17 @@ start_server
 
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %s kB  ", $1, $2} END {print ""}' "/proc/$SERVER/status"; }
 
+# The PATCH script sends each audience's current etag: refresh them from the database before a run.
+fresh_etags() {
+  psql "$PG/$DB" -AtXF ' ' -c "SELECT id, etag FROM audiences ORDER BY random()" >"$OUT/etags.txt"
+}
+
 run() { # name, lua script, path, extra env...
   local name=$1 script=$2 path=$3; shift 3
   for i in $(seq 1 "$RUNS"); do
-    env "$@" IDS_FILE="$IDS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    [ "$script" = patch.lua ] && fresh_etags
+    local ids="$IDS"; [ "$script" = patch.lua ] && ids="$OUT/etags.txt"
+    env "$@" IDS_FILE="$ids" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
       -s "bench/lua/$script" "http://127.0.0.1:$PORT$path" >"$OUT/$name.$i.txt.wrk"
   done
   echo "$name: $(rss)" | tee -a "$OUT/memory.txt"
