@@ -188,15 +188,7 @@ pub async fn bulk_get_audiences(
 
 fn not_found_entry(id: &str) -> String {
     let error = ApiError::audience_not_found(id);
-    let spec = error.code.spec();
-    json!({
-        "requestId": super::context::request_id(),
-        "type": format!("https://ns.adobe.com/aep/errors/{}", spec.wire),
-        "title": error.message,
-        "status": spec.status,
-        "errors": { spec.status.to_string(): [ { "code": spec.wire, "message": error.message } ] },
-    })
-    .to_string()
+    respond::error_json(error.code, &error.message).to_string()
 }
 
 /// Get an audience.

@@ -25,9 +25,17 @@ impl ResponseError for ApiError {
 
 /// An error response in the shape its code calls for.
 pub fn error_body(code: Code, message: &str) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(code.spec().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(mime_json())
+        .body(error_json(code, message).to_string())
+}
+
+/// The JSON of an error body, for answers that embed one (bulk-get's missing ids).
+pub fn error_json(code: Code, message: &str) -> serde_json::Value {
     let spec = code.spec();
-    let status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = match spec.shape {
+    match spec.shape {
         Shape::Gateway => json!({ "error_code": spec.wire, "message": message }),
         Shape::Service => json!({
             "requestId": context::request_id(),
@@ -36,10 +44,7 @@ pub fn error_body(code: Code, message: &str) -> HttpResponse {
             "status": spec.status,
             "errors": { spec.status.to_string(): [ { "code": spec.wire, "message": message } ] },
         }),
-    };
-    HttpResponse::build(status)
-        .content_type(mime_json())
-        .body(body.to_string())
+    }
 }
 
 pub fn mime_json() -> header::ContentType {
