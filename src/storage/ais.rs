@@ -431,7 +431,8 @@ pub async fn finish_run(
     Ok(done.rows_affected() == 1)
 }
 
-/// Adds a batch of identities read by a run under `claim`.
+/// Adds a batch of identities read by a run under `claim`, through `COPY` (several times faster
+/// than row inserts for large files). Nothing is staged for a run outside the tenant.
 pub async fn stage_members(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -439,17 +440,41 @@ pub async fn stage_members(
     claim: Uuid,
     identities: &[String],
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO ais_staged_members (run_id, claim, identity)
-         SELECT r.id, $3, unnest($4::text[]) FROM ais_runs r WHERE r.sandbox_id = $1 AND r.id = $2",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(run_id)
-    .bind(claim)
-    .bind(identities)
-    .execute(&mut *conn)
-    .await?;
+    let (in_tenant,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM ais_runs WHERE sandbox_id = $1 AND id = $2)")
+            .bind(tenant.sandbox_id())
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !in_tenant || identities.is_empty() {
+        return Ok(());
+    }
+    let prefix = format!("{run_id}\t{claim}\t");
+    let mut data = Vec::with_capacity(identities.iter().map(|i| i.len() + 80).sum());
+    for identity in identities {
+        data.extend_from_slice(prefix.as_bytes());
+        copy_text_escape(identity, &mut data);
+        data.push(b'\n');
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY ais_staged_members (run_id, claim, identity) FROM STDIN")
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await?;
     Ok(())
+}
+
+/// Escapes a value for COPY's text format.
+fn copy_text_escape(value: &str, out: &mut Vec<u8>) {
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 /// Forgets what earlier attempts of a run staged.
@@ -618,4 +643,14 @@ pub async fn get_operation_on(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_its_special_bytes() {
+        let mut out = Vec::new();
+        super::copy_text_escape("a\tb\\c\nd\re", &mut out);
+        assert_eq!(out, b"a\\tb\\\\c\\nd\\re");
+    }
 }

@@ -298,6 +298,13 @@ fn check_row(
                 "the identity value is empty".into(),
             ));
         }
+        // PostgreSQL text cannot hold U+0000.
+        if *identity && value.contains('\0') {
+            return Err((
+                Some((*name).to_owned()),
+                "the identity value contains a NUL character".into(),
+            ));
+        }
         ty.check(value)
             .map_err(|reason| (Some((*name).to_owned()), format!("'{value}' is {reason}")))?;
     }
