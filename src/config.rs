@@ -74,6 +74,15 @@ pub struct Settings {
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500)]
     pub worker_poll_ms: u64,
 
+    /// Seconds a worker's claim on a job holds without renewal; after that another process may
+    /// take the job over (how work survives a killed server).
+    #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = 30)]
+    pub worker_lease_secs: i64,
+
+    /// Attempts of one job step before its operation or run is failed.
+    #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 5)]
+    pub worker_max_attempts: i32,
+
     /// At most this many ingestion runs per sandbox per UTC day.
     #[arg(long, env = "RUNS_PER_SANDBOX_PER_DAY", default_value_t = 100)]
     pub runs_per_sandbox_per_day: i64,
@@ -102,6 +111,9 @@ impl Settings {
         if self.db_pool_size == 0 {
             anyhow::bail!("DB_POOL_SIZE must be at least 1");
         }
+        if self.worker_lease_secs < 1 || self.worker_max_attempts < 1 {
+            anyhow::bail!("WORKER_LEASE_SECS and WORKER_MAX_ATTEMPTS must be at least 1");
+        }
         if self.runs_per_audience < 1 || self.runs_per_sandbox_per_day < 1 {
             anyhow::bail!("run guardrails must be at least 1");
         }
@@ -124,6 +136,8 @@ impl Settings {
             jwt_secret: None,
             worker_enabled: true,
             worker_poll_ms: 500,
+            worker_lease_secs: 30,
+            worker_max_attempts: 5,
             runs_per_sandbox_per_day: 100,
             runs_per_audience: 10,
             clock: crate::domain::clock::Clock::system(),
@@ -159,5 +173,35 @@ impl fmt::Debug for Settings {
             .field("auth_mode", &self.auth_mode)
             .field("worker_enabled", &self.worker_enabled)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn worker_numbers_must_be_positive() {
+        let mut s = Settings::for_database("postgres://x");
+        assert!(s.validate().is_ok());
+        s.worker_lease_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("WORKER_LEASE_SECS"));
+        s.worker_lease_secs = 10;
+        s.worker_max_attempts = 0;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn the_worker_takes_its_lease_and_attempts_from_settings() {
+        let mut s = Settings::for_database("postgres://x");
+        s.worker_lease_secs = 7;
+        s.worker_max_attempts = 2;
+        let cfg = crate::worker::WorkerConfig::from_settings(&s);
+        assert_eq!(cfg.lease, chrono::Duration::seconds(7));
+        assert_eq!(cfg.max_attempts, 2);
     }
 }

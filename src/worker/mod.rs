@@ -54,8 +54,8 @@ impl WorkerConfig {
             id: format!("worker-{}", Uuid::new_v4().simple()),
             landing_dir: settings.landing_dir(),
             clock: settings.clock.clone(),
-            lease: Duration::seconds(30),
-            max_attempts: 5,
+            lease: Duration::seconds(settings.worker_lease_secs),
+            max_attempts: settings.worker_max_attempts,
             poll: std::time::Duration::from_millis(settings.worker_poll_ms.max(10)),
         }
     }
