@@ -286,22 +286,7 @@ pub async fn delete_external(pool: &PgPool, tenant: &Tenant, id: &str) -> Result
     let mut tx = pool.begin().await?;
     let row = ready_external(&mut tx, tenant, id, true).await?;
     if let Some(ups) = storage::audiences::lock(&mut tx, tenant, row.id).await? {
-        let live: Vec<String> = storage::audiences::dependents_of(&mut tx, tenant, row.id)
-            .await?
-            .into_iter()
-            .filter(|(_, state)| state != "inactive")
-            .map(|(d, _)| d.to_string())
-            .collect();
-        if !live.is_empty() {
-            return Err(ApiError::new(
-                Code::HasDependents,
-                format!(
-                    "The audience {} cannot be deleted: audiences {} depend on it. Deactivate or delete them first.",
-                    row.id,
-                    live.join(", ")
-                ),
-            ));
-        }
+        super::audiences::ensure_no_live_dependents(&mut tx, tenant, row.id, "deleted").await?;
         storage::audiences::delete(&mut tx, tenant, row.id).await?;
         storage::audiences::refresh_dependents(&mut tx, tenant, &ups.dependencies).await?;
     }

@@ -210,6 +210,9 @@ pub async fn delete(
     ensure_no_live_dependents(&mut tx, tenant, uuid, "deleted").await?;
     storage::audiences::delete(&mut tx, tenant, uuid).await?;
     storage::audiences::refresh_dependents(&mut tx, tenant, &current.dependencies).await?;
+    // An audience created through AIS is the same audience there: it goes with its runs and
+    // members (nothing happens for any other audience).
+    storage::ais::delete_external(&mut tx, tenant, uuid).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -263,7 +266,7 @@ async fn resolve_dependencies(
     Ok(ids)
 }
 
-async fn ensure_no_live_dependents(
+pub(crate) async fn ensure_no_live_dependents(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,

@@ -1056,6 +1056,38 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
     .await;
 }
 
+/// Both families name one audience: deleting it through UPS removes the external audience too.
+#[tokio::test]
+async fn a_ups_delete_removes_the_external_audience() {
+    let t = Ais::spawn().await;
+    let w = t.worker("w").await;
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    w.drain().await.unwrap();
+    assert_eq!(t.members(&audience).await, 3);
+    assert_eq!(t.app.delete_audience(&audience).await.status(), 204);
+    let run_id = run["runId"].as_str().unwrap();
+    for path in [
+        format!("/external-audience/{audience}"),
+        format!("/external-audience/{audience}/runs/{run_id}"),
+    ] {
+        let res = t.send(Method::GET, &path, None).await;
+        assert_error(res, 404, "100940-404").await;
+    }
+    assert_eq!(t.members(&audience).await, 0);
+    // The name is free again.
+    t.json(
+        Method::POST,
+        "/external-audience",
+        Some(tutorial_body("x.csv")),
+        202,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_run_of_a_deleted_audience_ends_quietly() {
     let t = Ais::spawn().await;
