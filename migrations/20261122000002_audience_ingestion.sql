@@ -65,8 +65,12 @@ CREATE INDEX ais_runs_by_audience ON ais_runs (audience_id, created_at);
 
 -- Identities read by a run's DATASET_INGEST, tagged with the claim that wrote them so a worker
 -- that lost its lease can never mix its rows into the result.
+-- The two bulk tables below carry no foreign keys: a key is checked row by row, which made a
+-- million-row file spend most of its time in those checks. The code checks the run or audience
+-- once per batch, and deleting an external audience deletes their rows explicitly
+-- (storage::ais::delete_external).
 CREATE TABLE ais_staged_members (
-    run_id   uuid NOT NULL REFERENCES ais_runs (id) ON DELETE CASCADE,
+    run_id   uuid NOT NULL,
     claim    uuid NOT NULL,
     identity text NOT NULL
 );
@@ -74,7 +78,7 @@ CREATE INDEX ais_staged_members_run ON ais_staged_members (run_id, claim);
 
 -- The members of an external audience: one row per distinct identity value.
 CREATE TABLE ais_members (
-    audience_id uuid NOT NULL REFERENCES external_audiences (id) ON DELETE CASCADE,
+    audience_id uuid NOT NULL,
     identity    text NOT NULL,
     run_id      uuid NOT NULL,
     PRIMARY KEY (audience_id, identity)

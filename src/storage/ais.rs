@@ -162,6 +162,23 @@ pub async fn delete_external(
     tenant: &Tenant,
     id: Uuid,
 ) -> sqlx::Result<bool> {
+    // The bulk tables have no foreign keys (see the migration): their rows go first, explicitly.
+    sqlx::query(
+        "DELETE FROM ais_staged_members s USING ais_runs r
+         WHERE r.sandbox_id = $1 AND r.audience_id = $2 AND s.run_id = r.id",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM ais_members m USING external_audiences a
+         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     let done = sqlx::query("DELETE FROM external_audiences WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)

@@ -158,6 +158,14 @@ impl Ais {
             .unwrap()
     }
 
+    /// Staged identity rows of every run, of any audience.
+    pub async fn staged_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ais_staged_members")
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn ups_metrics(&self, audience: &str) -> Value {
         let res = self.app.get_audience(audience).await;
         assert_eq!(res.status(), 200);
@@ -1046,6 +1054,7 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
         .await;
     assert_error(res, 404, "100940-404").await;
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
         Method::POST,
@@ -1078,6 +1087,7 @@ async fn a_ups_delete_removes_the_external_audience() {
         assert_error(res, 404, "100940-404").await;
     }
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
         Method::POST,
