@@ -171,14 +171,7 @@ pub async fn delete_external(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "DELETE FROM ais_members m USING external_audiences a
-         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    delete_members(conn, tenant, id).await?;
     let done = sqlx::query("DELETE FROM external_audiences WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)
@@ -514,6 +507,23 @@ pub async fn clear_staged(
     Ok(())
 }
 
+/// Removes every member of an external audience of the tenant.
+async fn delete_members(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM ais_members m USING external_audiences a
+         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(audience_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Replaces an audience's members with the distinct identities a run staged under `claim`, and
 /// returns how many distinct profiles it now has.
 pub async fn replace_members(
@@ -523,14 +533,7 @@ pub async fn replace_members(
     run_id: Uuid,
     claim: Uuid,
 ) -> sqlx::Result<i64> {
-    sqlx::query(
-        "DELETE FROM ais_members m USING external_audiences a
-         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(audience_id)
-    .execute(&mut *conn)
-    .await?;
+    delete_members(conn, tenant, audience_id).await?;
     let inserted = sqlx::query(
         "INSERT INTO ais_members (audience_id, identity, run_id)
          SELECT DISTINCT $2::uuid, s.identity, $3::uuid
@@ -591,14 +594,7 @@ pub async fn expire(
     tenant: &Tenant,
     audience_id: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM ais_members m USING external_audiences a
-         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(audience_id)
-    .execute(&mut *conn)
-    .await?;
+    delete_members(conn, tenant, audience_id).await?;
     sqlx::query(
         "UPDATE external_audiences SET expired = true, profile_count = 0
          WHERE sandbox_id = $1 AND id = $2",
