@@ -7,6 +7,7 @@ mod docs;
 mod embedded;
 mod foundation;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod listing;
 mod worker;

@@ -1,0 +1,1 @@
+//! Attacks through request inputs: lengths, counts, depth, what a JSON Patch can grow into.

@@ -1,0 +1,1 @@
+//! Attacks through jobs, files and the database: crash loops, starvation, deadlocks, leaks.
