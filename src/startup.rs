@@ -24,8 +24,8 @@ pub struct Application {
     server: Server,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
-    /// The background worker's stop signal and task, when this process runs one.
-    worker: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The background worker's stop signal, task and own pool, when this process runs one.
+    worker: Option<(watch::Sender<bool>, JoinHandle<()>, PgPool)>,
 }
 
 /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
@@ -104,8 +104,9 @@ impl Application {
         tracing::info!(address = %format!("{}:{port}", settings.host), "listening");
         let worker = settings.worker_enabled.then(|| {
             let (stop, stopped) = watch::channel(false);
-            let worker = Worker::new(pool.clone(), WorkerConfig::from_settings(&settings));
-            (stop, tokio::spawn(worker.run(stopped)))
+            let worker_pool = storage::worker_pool(&pool, settings.worker_db_pool_size);
+            let worker = Worker::new(worker_pool.clone(), WorkerConfig::from_settings(&settings));
+            (stop, tokio::spawn(worker.run(stopped)), worker_pool)
         });
         Ok(Application {
             port,
@@ -133,9 +134,10 @@ impl Application {
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         self.server.await?;
         // Graceful: the worker stops claiming and finishes the step it is in.
-        if let Some((stop, task)) = self.worker.take() {
+        if let Some((stop, task, worker_pool)) = self.worker.take() {
             let _ = stop.send(true);
             let _ = task.await;
+            worker_pool.close().await;
         }
         self.pool.close().await;
         if let Some(mut pg) = self.embedded.take() {

@@ -9,6 +9,7 @@ use std::{
 };
 
 use audience_server::{
+    config::Settings,
     domain::clock::Clock,
     storage,
     worker::{Worker, WorkerConfig},
@@ -62,18 +63,23 @@ impl Ais {
 
     /// A worker on the same database, landing folder and clock.
     pub async fn worker(&self, id: &str) -> Worker {
+        self.worker_with(id, |_| {}).await
+    }
+
+    /// A worker with its configuration adjusted by `tweak`.
+    pub async fn worker_with(&self, id: &str, tweak: impl FnOnce(&mut WorkerConfig)) -> Worker {
         let pool = storage::connect(&self.app.database_url, 3).await.unwrap();
-        Worker::new(
-            pool,
-            WorkerConfig {
-                id: id.into(),
-                landing_dir: self.landing.clone(),
-                clock: self.clock.clone(),
-                lease: Duration::seconds(30),
-                max_attempts: 5,
-                poll: StdDuration::from_millis(20),
-            },
-        )
+        let mut cfg = WorkerConfig {
+            id: id.into(),
+            landing_dir: self.landing.clone(),
+            clock: self.clock.clone(),
+            lease: Duration::seconds(30),
+            max_attempts: 5,
+            poll: StdDuration::from_millis(20),
+            ..WorkerConfig::from_settings(&Settings::for_database(&self.app.database_url))
+        };
+        tweak(&mut cfg);
+        Worker::new(pool, cfg)
     }
 
     pub fn ais(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -150,9 +156,22 @@ impl Ais {
         .await
     }
 
+    /// The audience's members: the rows of the member set it points at.
     pub async fn members(&self, audience: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM ais_members WHERE audience_id = $1::uuid")
-            .bind(audience)
+        sqlx::query_scalar(
+            "SELECT count(*) FROM ais_members m JOIN external_audiences a
+                 ON a.id = m.audience_id AND a.members_run_id = m.run_id
+             WHERE a.id = $1::uuid",
+        )
+        .bind(audience)
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Member rows of every set of any audience, wanted or not.
+    pub async fn member_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ais_members")
             .fetch_one(&self.app.pool)
             .await
             .unwrap()
@@ -1054,6 +1073,10 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
         .await;
     assert_error(res, 404, "100940-404").await;
     assert_eq!(t.members(&audience).await, 0);
+    // Its member rows are left to the maintenance sweep, which removes every one.
+    assert_eq!(t.member_rows().await, 3);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 0);
     assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
@@ -1087,6 +1110,8 @@ async fn a_ups_delete_removes_the_external_audience() {
         assert_error(res, 404, "100940-404").await;
     }
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 0);
     assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
@@ -1184,7 +1209,7 @@ async fn ttl_expiry_and_extension() {
 
     // 39 days later nothing has expired; extending restarts the 40 days.
     t.clock.advance(Duration::days(39));
-    assert!(!w.run_once().await.unwrap());
+    assert_eq!(w.maintain().await.unwrap().expired, 0);
     let out = t.json(Method::POST, &extend, None, 200).await;
     assert_eq!(
         out,
@@ -1212,16 +1237,24 @@ async fn ttl_expiry_and_extension() {
     assert_eq!(runs["runs"][0]["type"], "TTL_EXTENSION");
     assert_eq!(runs["runs"][0]["status"], "SUCCESS");
 
+    // The extension wrote a new member set; the first one is swept.
+    assert_eq!(t.member_rows().await, 6);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 3);
+
     // Past the new expiry the members go and the count is 0, in AIS and in UPS.
     t.clock.advance(Duration::days(2));
-    assert!(
-        !w.run_once().await.unwrap(),
+    assert_eq!(
+        w.maintain().await.unwrap().expired,
+        0,
         "the first expiry date no longer applies"
     );
     assert_eq!(t.members(&audience).await, 3);
     t.clock.advance(Duration::days(39));
-    assert!(w.run_once().await.unwrap());
+    let pass = w.maintain().await.unwrap();
+    assert_eq!((pass.expired, pass.rows_swept), (1, 3));
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(t.member_rows().await, 0);
     let expired = t
         .json(
             Method::GET,
@@ -1235,7 +1268,11 @@ async fn ttl_expiry_and_extension() {
     let metrics = t.ups_metrics(&audience).await;
     assert_eq!(metrics["data"]["totalProfiles"], 0);
     assert_eq!(metrics["data"]["dataExpired"], true);
-    assert!(!w.run_once().await.unwrap(), "expiry happens once");
+    assert_eq!(
+        w.maintain().await.unwrap().expired,
+        0,
+        "expiry happens once"
+    );
 }
 
 fn vm_hwm_kb() -> u64 {
