@@ -510,7 +510,8 @@ pub struct Moved {
 
 /// Moves up to `limit` rows a run staged under `claim` into the run's member set (distinct
 /// identities), in the caller's transaction: the staged rows are deleted by the statement that
-/// stores them, so a batch is applied once whatever happens to the worker.
+/// stores them, so a batch is applied once whatever happens to the worker. The batch goes into the
+/// index in identity order (fewer pages touched than in hash order).
 pub async fn move_staged_batch(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -530,7 +531,7 @@ pub async fn move_staged_batch(
              RETURNING identity),
          stored AS (
              INSERT INTO ais_members (audience_id, run_id, identity)
-             SELECT DISTINCT $2::uuid, $3::uuid, identity FROM taken
+             SELECT DISTINCT $2::uuid, $3::uuid, identity FROM taken ORDER BY identity
              ON CONFLICT DO NOTHING
              RETURNING 1)
          SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM stored)",

@@ -116,6 +116,14 @@ impl Ais {
         full
     }
 
+    /// Asks for an external audience (202); its operationId.
+    pub async fn accept(&self, body: Value) -> String {
+        let accepted = self
+            .json(Method::POST, "/external-audience/", Some(body), 202)
+            .await;
+        accepted["operationId"].as_str().unwrap().to_owned()
+    }
+
     /// Creates an external audience and lets the worker finish the operation; its audienceId.
     pub async fn ready_audience(&self, worker: &Worker, body: Value) -> String {
         let accepted = self
@@ -1275,7 +1283,7 @@ async fn ttl_expiry_and_extension() {
     );
 }
 
-fn vm_hwm_kb() -> u64 {
+pub fn vm_hwm_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
@@ -1345,21 +1353,29 @@ async fn large_file_child() {
     );
 }
 
-#[test]
-fn a_large_file_streams_in_bounded_memory() {
+/// Runs one ignored test of this binary in a child process (so the peak memory it measures is
+/// its own) and returns its output once it passed.
+pub fn run_in_child(test: &str, env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "ais::large_file_child",
+            test,
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn a_large_file_streams_in_bounded_memory() {
+    let stdout = run_in_child("ais::large_file_child", &[]);
     assert!(stdout.contains("peak RSS growth"), "{stdout}");
 }
