@@ -37,7 +37,7 @@ use crate::{
 use ingest::{Counts, IngestLimits, Scan};
 
 /// Staged rows moved into the member set per transaction of the profile step.
-pub const MOVE_BATCH: i64 = 20_000;
+pub const MOVE_BATCH: i64 = 50_000;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
