@@ -272,8 +272,8 @@ pub async fn start_run(
     description = "The audience's runs, newest first by default. `limit` 1..40 (default 20); `sortBy` one of `createdAt`, `-createdAt`, `name`, `-name`. `_page` gives `limit`, `count` and `totalCount`.",
     params(
         ("audienceId" = String, Path, description = "The external audience's id"),
-        ("limit" = Option<i64>, Query, description = "1..40 (default 20)"),
-        ("sortBy" = Option<String>, Query, description = "createdAt, -createdAt (default), name or -name"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 40, description = "1..40 (default 20)"),
+        ("sortBy" = Option<s::RunSortBy>, Query, description = "createdAt, -createdAt (default), name or -name"),
     ),
     responses(
         (status = 200, description = "A page of runs", body = s::RunList),

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
+pub mod links;
 pub mod respond;
 pub mod schemas;
 
