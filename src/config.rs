@@ -209,7 +209,8 @@ pub struct Limits {
     pub max_patch_operations: usize,
 
     /// Byte budget of one page of the audience list (at least `MAX_AUDIENCE_BYTES`): a page ends
-    /// early, before the audience that would pass it, whatever `limit` asks.
+    /// early, before the audience that would pass it, whatever `limit` asks. A bulk-get whose
+    /// audiences would pass it is refused.
     #[arg(long, env = "MAX_LIST_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_list_page_bytes: usize,
 

@@ -273,7 +273,7 @@ pub async fn start_run(
     params(
         ("audienceId" = String, Path, description = "The external audience's id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 40, description = "1..40 (default 20)"),
-        ("sortBy" = Option<s::RunSortBy>, Query, description = "createdAt, -createdAt (default), name or -name"),
+        ("sortBy" = inline(Option<s::RunSortBy>), Query, description = "createdAt, -createdAt (default), name or -name"),
     ),
     responses(
         (status = 200, description = "A page of runs", body = s::RunList),

@@ -157,7 +157,7 @@ pub async fn create_audience(
     request_body(content = schemas::BulkGetRequest, content_type = "application/json"),
     responses(
         (status = 207, description = "One result per requested id: the audience, or an error body", body = schemas::BulkGetResponse),
-        (status = 400, description = "The body is not valid (`UPLIB-101206-500`), or it holds no ids or more than 100 (`UPAPI-113015-400`)", body = schemas::ErrorBody),
+        (status = 400, description = "The body is not valid (`UPLIB-101206-500`), or it holds no ids or more than 100 (`UPAPI-113015-400`), or an id is longer than `MAX_ID_CHARS` or the audiences found are more than `MAX_LIST_PAGE_BYTES` of JSON (4 MiB by default; `UPAPI-113414-400`: ask for fewer at once)", body = schemas::ErrorBody),
         (status = 404, description = "None of the ids was found (`UPAPI-113000-404`)", body = schemas::ErrorBody),
     )
 )]
@@ -169,7 +169,7 @@ pub async fn bulk_get_audiences(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&body, Family::Ups, &state.limits)?;
     let ids = service::bulk_get_ids(&body, &state.limits)?;
-    let found = service::bulk_get(&state.pool, &tenant, &ids).await?;
+    let found = service::bulk_get(&state.pool, &state.limits, &tenant, &ids).await?;
     if found.iter().all(|(_, body)| body.is_none()) {
         return Err(ApiError::new(
             Code::BulkGetNoneFound,

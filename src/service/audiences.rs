@@ -349,13 +349,23 @@ pub fn bulk_get_ids(body: &Value, limits: &Limits) -> Result<Vec<String>, ApiErr
         .collect()
 }
 
-/// Found audiences by id, as rendered bodies.
+/// Found audiences by id, as rendered bodies. The answer holds every audience asked for or none:
+/// when they would pass the byte budget of a list page (`MAX_LIST_PAGE_BYTES`) the call is refused
+/// before any body is read, so the client can ask for fewer at once.
 pub async fn bulk_get(
     pool: &PgPool,
+    limits: &Limits,
     tenant: &Tenant,
     ids: &[String],
 ) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let uuids: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+    let bytes = storage::audiences::body_bytes(pool, tenant, &uuids).await?;
+    if usize::try_from(bytes).unwrap_or(usize::MAX) > limits.max_list_page_bytes {
+        return Err(ApiError::limit(format!(
+            "Field 'ids': the audiences asked for are {bytes} bytes of JSON; at most {} are sent at once. Ask for fewer ids per call.",
+            limits.max_list_page_bytes
+        )));
+    }
     let found = storage::audiences::bulk_get(pool, tenant, &uuids).await?;
     Ok(ids
         .iter()

@@ -351,6 +351,18 @@ fn contains_pattern(needle: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// The bytes of the rendered bodies of those of `ids` that exist in the tenant.
+pub async fn body_bytes(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(octet_length(body::text)), 0)::bigint FROM audiences
+         WHERE sandbox_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(ids)
+    .fetch_one(pool)
+    .await
+}
+
 /// The rendered bodies of those of `ids` that exist in the tenant.
 pub async fn bulk_get(
     pool: &PgPool,

@@ -416,6 +416,41 @@ async fn a_list_page_ends_at_its_byte_budget_and_next_visits_every_audience_once
 }
 
 #[tokio::test]
+async fn a_bulk_get_past_the_page_budget_is_refused() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_audience_bytes = 4 * 1024;
+        s.limits.max_list_page_bytes = 8 * 1024;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let a = app
+            .created(json!({"name": format!("a{i}"), "description": "d".repeat(2000)}))
+            .await;
+        ids.push(a["id"].as_str().unwrap().to_owned());
+    }
+    let bulk = |ids: &[String]| {
+        app.ups(Method::POST, "/audiences/bulk-get")
+            .json(&json!({ "ids": ids }))
+            .send()
+    };
+    let got = assert_error(bulk(&ids).await.unwrap(), 400, LIMIT).await;
+    let bytes: usize = got
+        .strip_prefix("Field 'ids': the audiences asked for are ")
+        .and_then(|m| {
+            m.strip_suffix(
+                " bytes of JSON; at most 8192 are sent at once. Ask for fewer ids per call.",
+            )
+        })
+        .unwrap_or_else(|| panic!("{got}"))
+        .parse()
+        .unwrap();
+    assert!(bytes > 8 * 1024);
+    let res = bulk(&ids[..2]).await.unwrap();
+    assert_eq!(res.status(), 207);
+}
+
+#[tokio::test]
 async fn an_organisation_gets_at_most_100_sandboxes() {
     let app = TestApp::spawn().await;
     let get = |org: &str, sandbox: &str| {
