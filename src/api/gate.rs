@@ -75,17 +75,7 @@ async fn admit(
         .ok_or_else(|| ApiError::new(Code::OrgHeaderMissing, "Missing header"))?;
     check_org_id(org, limits.max_org_id_chars)?;
     let token = auth::authenticate(&state.auth, token, org)?;
-    // The user id is stored as `createdBy` and filtered on like an identifier.
-    let user_chars = token.user_id.chars().count();
-    if user_chars > limits.max_id_chars {
-        return Err(ApiError::new(
-            Code::BadHeader,
-            format!(
-                "Header 'Authorization': the token's user ('user_id' or 'sub' claim) is {user_chars} characters long; at most {} are allowed.",
-                limits.max_id_chars
-            ),
-        ));
-    }
+    check_user(&token, limits.max_id_chars)?;
     let sandbox_name = match req.headers().get("x-sandbox-name") {
         None => {
             return Err(ApiError::new(
@@ -123,6 +113,20 @@ fn check_header_length(name: &str, value: &str, max: usize) -> Result<(), ApiErr
         format!(
             "Header '{name}' is {} characters long; at most {max} are allowed.",
             value.len()
+        ),
+    ))
+}
+
+/// The caller's id is stored as `createdBy` and filtered on like an identifier.
+fn check_user(caller: &crate::domain::Caller, max: usize) -> Result<(), ApiError> {
+    let chars = caller.user_id.chars().count();
+    if chars <= max {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::BadHeader,
+        format!(
+            "Header 'Authorization': the token's user ('user_id' or 'sub' claim) is {chars} characters long; at most {max} are allowed."
         ),
     ))
 }

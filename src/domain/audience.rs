@@ -135,7 +135,7 @@ impl ClientFields {
         if let Some(expression) = self.expression_value() {
             referenced_audiences_within(expression, limits.max_expression_references)?;
         }
-        let bytes = json_bytes(&Value::Object(self.doc.clone()));
+        let bytes = json_bytes(&self.doc);
         if bytes > limits.max_audience_bytes {
             return Err(ApiError::limit(format!(
                 "The audience is {bytes} bytes of JSON; at most {} are allowed.",

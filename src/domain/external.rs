@@ -202,7 +202,7 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// defaults filled in, `ttlInDays` a number, `sourceSpec` in the `params` form. Unknown top-level
 /// fields are not kept. Every kept string and list is checked against `limits`.
 pub fn normalize(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
-    let out = normalize_unbounded(body, limits)?;
+    let out = normalize_shape(body, limits)?;
     check_top_level_bounds(&out, limits)?;
     Ok(out)
 }
@@ -230,7 +230,9 @@ fn check_top_level_bounds(doc: &Map<String, Value>, limits: &Limits) -> Result<(
     Ok(())
 }
 
-fn normalize_unbounded(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
+/// The normalised document; the fields and the source are bounded here, the top level by
+/// [`check_top_level_bounds`].
+fn normalize_shape(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(doc) = body else {
         return Err(invalid("The request body must be a JSON object."));
     };

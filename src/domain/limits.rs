@@ -4,6 +4,7 @@
 
 use std::io;
 
+use serde::Serialize;
 use serde_json::Value;
 
 /// `value` holds at most `max` characters (Unicode scalar values).
@@ -98,9 +99,9 @@ pub fn check_body_depth(json: &[u8], max: usize) -> Result<(), String> {
 }
 
 /// The length of `value` written as compact JSON, counted without building the text.
-pub fn json_bytes(value: &Value) -> usize {
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> usize {
     let mut counter = ByteCounter(0);
-    // Writing to a counter cannot fail, and a `Value` always serialises.
+    // Writing to a counter cannot fail, and JSON values and maps always serialise.
     let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }

@@ -139,7 +139,7 @@ fn slot_bytes(doc: &Value, path: &Pointer) -> usize {
             if map.contains_key(key.as_ref()) {
                 0
             } else {
-                json_bytes(&Value::String(key.into_owned())) + 2
+                json_bytes(key.as_ref()) + 2
             }
         }
         _ => 1,

@@ -221,6 +221,13 @@ async fn tenant_headers_are_bounded_and_simple_org_ids_still_work() {
     for org in ["test-org@AdobeOrg", ORG, "my.org_1"] {
         assert_eq!(with(org, "k", "t").await.unwrap().status(), 200, "{org}");
     }
+    // The token's user becomes `createdBy`: it is bounded like an identifier.
+    let long_user = signed(json!({"sub": "u".repeat(300)}));
+    let got = assert_error(with(ORG, "k", &long_user).await.unwrap(), 400, BAD_HEADER).await;
+    assert_eq!(
+        got,
+        "Header 'Authorization': the token's user ('user_id' or 'sub' claim) is 300 characters long; at most 256 are allowed."
+    );
 }
 
 /// `inSegment('<n>')` for n in 0..count, with nothing between: about 18 characters each.
