@@ -9,6 +9,7 @@ use std::{
 };
 
 use audience_server::{
+    config::DbTimeouts,
     domain::clock::Clock,
     storage,
     worker::{Worker, WorkerConfig},
@@ -62,7 +63,9 @@ impl Ais {
 
     /// A worker on the same database, landing folder and clock.
     pub async fn worker(&self, id: &str) -> Worker {
-        let pool = storage::connect(&self.app.database_url, 3).await.unwrap();
+        let pool = storage::connect(&self.app.database_url, 3, &DbTimeouts::none())
+            .await
+            .unwrap();
         Worker::new(
             pool,
             WorkerConfig {
