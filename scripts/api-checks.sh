@@ -7,8 +7,8 @@
 #   3. lints the document with Redocly's recommended rules (redocly.yaml)
 #   4. compares our /data/core/ups audiences paths with Adobe's document (scripts/compare_upstream.py)
 #   5. creates a scratch database, starts the server on a free port
-#   6. schemathesis against the served document: no server errors, every status, content type
-#      and body as documented
+#   6. schemathesis against the served document (tools/schemathesis.toml): no server errors, every
+#      status, content type and body as documented; the stateful phase follows the document's links
 #   7. a TypeScript client generated from the document (openapi-typescript + openapi-fetch),
 #      compiled with strict tsc and run against the server (tools/client-example/)
 #   8. the Swagger UI browser test in headless chromium (tools/swagger-ui.test.mjs)
@@ -134,7 +134,8 @@ echo "server at $BASE (database $DB_NAME), log $OUT/server.log"
 
 # --- 6. schemathesis -----------------------------------------------------------------------------
 run_schemathesis() {
-    timeout "$ST_TIMEOUT" tools/.venv/bin/schemathesis run "$BASE/openapi.json" \
+    timeout "$ST_TIMEOUT" tools/.venv/bin/schemathesis --config-file tools/schemathesis.toml \
+        run "$BASE/openapi.json" \
         --url "$BASE" \
         -H "Authorization: Bearer api-checks-token" \
         -H "x-api-key: api-checks" \

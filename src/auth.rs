@@ -18,16 +18,34 @@ pub struct AuthConfig {
 impl AuthConfig {
     pub fn from_settings(settings: &Settings) -> Self {
         let verify = match (settings.auth_mode, &settings.jwt_secret) {
-            (AuthMode::Verify, Some(secret)) => {
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp"]);
-                validation.validate_aud = false;
-                Some((DecodingKey::from_secret(secret.0.as_bytes()), validation))
-            }
+            (AuthMode::Verify, Some(secret)) => Some((
+                DecodingKey::from_secret(secret.0.as_bytes()),
+                validation(settings),
+            )),
             _ => None,
         };
         AuthConfig { verify }
     }
+}
+
+/// What a verified token must satisfy: HS256, `exp` in the future and `nbf` (when present) in
+/// the past, each with a minute of leeway for clock skew; `iss` and `aud` when configured.
+fn validation(settings: &Settings) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    let mut required = vec!["exp"];
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    if let Some(issuer) = &settings.jwt_issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    if let Some(audience) = &settings.jwt_audience {
+        validation.set_audience(&[audience]);
+        validation.validate_aud = true;
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,16 +133,70 @@ mod tests {
         assert_ne!(opaque, authenticate(&open(), "abd", "o").unwrap().user_id);
     }
 
-    #[test]
-    fn verify_mode_checks_signature_expiry_and_org() {
+    const SECRET: &str = "a-secret-of-at-least-32-bytes-000";
+
+    fn verifying(tweak: impl FnOnce(&mut Settings)) -> AuthConfig {
         let mut settings = Settings::for_database("postgres://x");
         settings.auth_mode = AuthMode::Verify;
-        settings.jwt_secret = Some(crate::config::Secret("secret".into()));
-        let config = AuthConfig::from_settings(&settings);
+        settings.jwt_secret = Some(crate::config::Secret(SECRET.into()));
+        tweak(&mut settings);
+        AuthConfig::from_settings(&settings)
+    }
+
+    #[test]
+    fn verify_mode_checks_not_before_issuer_and_audience() {
+        let now = chrono::Utc::now().timestamp();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"sub": "u", "exp": now + 3600, "org": "A@AdobeOrg"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            jwt(c, SECRET)
+        };
+        let code = |config: &AuthConfig, token: &str| {
+            authenticate(config, token, "A@AdobeOrg")
+                .map(|c| c.user_id)
+                .map_err(|e| e.code)
+        };
+        let plain = verifying(|_| {});
+        assert_eq!(
+            code(&plain, &claims(serde_json::json!({"nbf": now - 10}))),
+            Ok("u".into())
+        );
+        assert_eq!(
+            code(&plain, &claims(serde_json::json!({"nbf": now + 3600}))),
+            Err(Code::TokenInvalid)
+        );
+        // Without JWT_ISSUER / JWT_AUDIENCE any iss and aud pass.
+        assert!(code(&plain, &claims(serde_json::json!({"iss": "x", "aud": "y"}))).is_ok());
+        let strict = verifying(|s| {
+            s.jwt_issuer = Some("https://ims.example".into());
+            s.jwt_audience = Some("audience-server".into());
+        });
+        let good =
+            serde_json::json!({"iss": "https://ims.example", "aud": ["other", "audience-server"]});
+        assert_eq!(code(&strict, &claims(good)), Ok("u".into()));
+        for bad in [
+            serde_json::json!({"iss": "https://evil.example", "aud": "audience-server"}),
+            serde_json::json!({"iss": "https://ims.example", "aud": "other"}),
+            serde_json::json!({"aud": "audience-server"}),
+            serde_json::json!({"iss": "https://ims.example"}),
+        ] {
+            assert_eq!(
+                code(&strict, &claims(bad.clone())),
+                Err(Code::TokenInvalid),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn verify_mode_checks_signature_expiry_and_org() {
+        let config = verifying(|_| {});
         let exp = chrono::Utc::now().timestamp() + 3600;
         let good = jwt(
             serde_json::json!({"sub": "u", "exp": exp, "orgs": ["A@AdobeOrg"]}),
-            "secret",
+            SECRET,
         );
         assert_eq!(
             authenticate(&config, &good, "A@AdobeOrg").unwrap().user_id,
@@ -146,7 +218,7 @@ mod tests {
         );
         let expired = jwt(
             serde_json::json!({"sub": "u", "exp": exp - 7200, "org": "A@AdobeOrg"}),
-            "secret",
+            SECRET,
         );
         assert_eq!(
             authenticate(&config, &expired, "A@AdobeOrg")

@@ -2,7 +2,7 @@
 
 use std::{fmt, path::PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Command, FromArgMatches, ValueEnum};
 
 pub use crate::worker::ingest::IngestLimits;
 
@@ -23,8 +23,9 @@ pub enum AuthMode {
 #[derive(Args, Clone)]
 pub struct Settings {
     /// PostgreSQL URL. When unset, the server starts its own PostgreSQL from the binaries
-    /// installed on the machine (`pg_config --bindir`), keeping data in `--data-dir`.
-    #[arg(long, env = "DATABASE_URL")]
+    /// installed on the machine (`pg_config --bindir`), keeping data in `--data-dir`. Its value is
+    /// never printed (it may hold a password).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Address to listen on.
@@ -64,9 +65,17 @@ pub struct Settings {
     #[arg(long, env = "AUTH_MODE", value_enum, default_value_t = AuthMode::Open)]
     pub auth_mode: AuthMode,
 
-    /// HS256 secret that signs tokens in `verify` mode.
+    /// HS256 secret that signs tokens in `verify` mode; at least 32 bytes. Never printed.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+
+    /// In `verify` mode, the `iss` claim every token must carry (unchecked when unset).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// In `verify` mode, a value the `aud` claim of every token must hold (unchecked when unset).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 
     /// Run the background worker in this process.
     #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
@@ -119,11 +128,218 @@ pub struct Settings {
     #[arg(long, env = "RUNS_PER_AUDIENCE", default_value_t = 10)]
     pub runs_per_audience: i64,
 
+    #[command(flatten)]
+    pub db_timeouts: DbTimeouts,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
     /// The clock rules read (TTL expiry, leases, guardrail days). The system clock, except in
     /// tests, which share an adjustable one with their workers.
     #[arg(skip)]
     pub clock: crate::domain::clock::Clock,
 }
+
+/// Timeouts set on every pooled database connection, so that no request (or job) can hold a
+/// connection, a lock or an open transaction for long. Past one, the request answers 503 with
+/// `Retry-After`. `0` turns a timeout off.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+#[command(next_help_heading = "Database timeouts")]
+pub struct DbTimeouts {
+    /// Longest one SQL statement may run, in milliseconds (PostgreSQL `statement_timeout`).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub statement_ms: u64,
+
+    /// Longest one statement may wait for a lock, in milliseconds (`lock_timeout`).
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 3_000)]
+    pub lock_ms: u64,
+
+    /// Longest a transaction may stay open doing nothing, in milliseconds
+    /// (`idle_in_transaction_session_timeout`); PostgreSQL then ends the session.
+    #[arg(
+        long,
+        env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub idle_in_transaction_ms: u64,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl DbTimeouts {
+    /// No timeout at all: for maintenance connections (tests' own, bulk loads).
+    pub fn none() -> Self {
+        DbTimeouts {
+            statement_ms: 0,
+            lock_ms: 0,
+            idle_in_transaction_ms: 0,
+        }
+    }
+}
+
+/// Bounds on what one request may hold or ask for. A request past one is refused with a 4xx that
+/// names the field (or header, or parameter) and the bound; docs/LIMITS.md lists them all.
+/// Lengths of strings are counted in characters (Unicode scalar values).
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+#[command(next_help_heading = "Limits")]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond it). A JSON Patch must also keep the audience
+    /// within it after each of its operations.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Deepest nesting of arrays and objects in a request body, and in an audience after each
+    /// operation of a JSON Patch (at most 100).
+    #[arg(long, env = "MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Longest `name` of an audience or an external audience, in characters (at most 600).
+    #[arg(long, env = "MAX_NAME_CHARS", default_value_t = 256)]
+    pub max_name_chars: usize,
+
+    /// Longest `description`, in characters.
+    #[arg(long, env = "MAX_DESCRIPTION_CHARS", default_value_t = 4096)]
+    pub max_description_chars: usize,
+
+    /// Longest identifier-like string, in characters (at most 300): `namespace`, `audienceId`,
+    /// `originName`, `mergePolicyId`, `datasetId`, `profileInstanceId`, `schema.name`,
+    /// `expression.type` and `.format`, each label and tag, `customAudienceId`, field names,
+    /// `identityNs`, `baseConnectionId`, bulk-get ids and list filter values.
+    #[arg(long, env = "MAX_ID_CHARS", default_value_t = 256)]
+    pub max_id_chars: usize,
+
+    /// Longest `sourceSpec` path of an external audience, in characters.
+    #[arg(long, env = "MAX_PATH_CHARS", default_value_t = 1024)]
+    pub max_path_chars: usize,
+
+    /// Longest `expression.value`, in characters.
+    #[arg(long, env = "MAX_EXPRESSION_CHARS", default_value_t = 65_536)]
+    pub max_expression_chars: usize,
+
+    /// Most distinct audiences one expression may reference with `inSegment(...)`.
+    #[arg(long, env = "MAX_EXPRESSION_REFERENCES", default_value_t = 100)]
+    pub max_expression_references: usize,
+
+    /// Most entries in one `labels` or `tags` list.
+    #[arg(long, env = "MAX_LABELS", default_value_t = 100)]
+    pub max_labels: usize,
+
+    /// Largest audience: bytes of the JSON of its client fields (at most `MAX_BODY_BYTES`).
+    #[arg(long, env = "MAX_AUDIENCE_BYTES", default_value_t = 256 * 1024)]
+    pub max_audience_bytes: usize,
+
+    /// Most operations in one JSON Patch.
+    #[arg(long, env = "MAX_PATCH_OPERATIONS", default_value_t = 100)]
+    pub max_patch_operations: usize,
+
+    /// Byte budget of one page of the audience list (at least `MAX_AUDIENCE_BYTES`): a page ends
+    /// early, before the audience that would pass it, whatever `limit` asks. A bulk-get whose
+    /// audiences would pass it is refused.
+    #[arg(long, env = "MAX_LIST_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_list_page_bytes: usize,
+
+    /// Most `property` filters in one audience list query.
+    #[arg(long, env = "MAX_LIST_FILTERS", default_value_t = 20)]
+    pub max_list_filters: usize,
+
+    /// Longest `x-gw-ims-org-id` header, in characters (at most 1000).
+    #[arg(long, env = "MAX_ORG_ID_CHARS", default_value_t = 64)]
+    pub max_org_id_chars: usize,
+
+    /// Longest `x-api-key` header, in characters.
+    #[arg(long, env = "MAX_API_KEY_CHARS", default_value_t = 256)]
+    pub max_api_key_chars: usize,
+
+    /// Longest bearer token, in characters.
+    #[arg(long, env = "MAX_TOKEN_CHARS", default_value_t = 8192)]
+    pub max_token_chars: usize,
+
+    /// Most sandboxes one organisation may register (each new `x-sandbox-name` registers one).
+    #[arg(long, env = "MAX_SANDBOXES_PER_ORG", default_value_t = 100)]
+    pub max_sandboxes_per_org: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+/// Above these, a value could pass PostgreSQL's B-tree limit of about 2,700 bytes per index row
+/// (a character takes up to 4 bytes; `namespace` and `audienceId` share one unique index).
+const MAX_SAFE_NAME_CHARS: usize = 600;
+const MAX_SAFE_ID_CHARS: usize = 300;
+const MAX_SAFE_ORG_ID_CHARS: usize = 1000;
+/// serde_json refuses bodies nested deeper than 128 by itself; ours must answer first.
+const MAX_SAFE_JSON_DEPTH: usize = 100;
+
+impl Limits {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("MAX_BODY_BYTES", self.max_body_bytes),
+            ("MAX_JSON_DEPTH", self.max_json_depth),
+            ("MAX_NAME_CHARS", self.max_name_chars),
+            ("MAX_DESCRIPTION_CHARS", self.max_description_chars),
+            ("MAX_ID_CHARS", self.max_id_chars),
+            ("MAX_PATH_CHARS", self.max_path_chars),
+            ("MAX_EXPRESSION_CHARS", self.max_expression_chars),
+            ("MAX_EXPRESSION_REFERENCES", self.max_expression_references),
+            ("MAX_LABELS", self.max_labels),
+            ("MAX_AUDIENCE_BYTES", self.max_audience_bytes),
+            ("MAX_PATCH_OPERATIONS", self.max_patch_operations),
+            ("MAX_LIST_PAGE_BYTES", self.max_list_page_bytes),
+            ("MAX_LIST_FILTERS", self.max_list_filters),
+            ("MAX_ORG_ID_CHARS", self.max_org_id_chars),
+            ("MAX_API_KEY_CHARS", self.max_api_key_chars),
+            ("MAX_TOKEN_CHARS", self.max_token_chars),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            anyhow::bail!("{name} must be at least 1");
+        }
+        let at_most = [
+            ("MAX_JSON_DEPTH", self.max_json_depth, MAX_SAFE_JSON_DEPTH),
+            ("MAX_NAME_CHARS", self.max_name_chars, MAX_SAFE_NAME_CHARS),
+            ("MAX_ID_CHARS", self.max_id_chars, MAX_SAFE_ID_CHARS),
+            (
+                "MAX_ORG_ID_CHARS",
+                self.max_org_id_chars,
+                MAX_SAFE_ORG_ID_CHARS,
+            ),
+            (
+                "MAX_AUDIENCE_BYTES",
+                self.max_audience_bytes,
+                self.max_body_bytes,
+            ),
+        ];
+        if let Some((name, value, max)) = at_most.iter().find(|(_, v, max)| v > max) {
+            anyhow::bail!("{name} is {value}; it must be at most {max}");
+        }
+        if self.max_list_page_bytes < self.max_audience_bytes {
+            anyhow::bail!("MAX_LIST_PAGE_BYTES must be at least MAX_AUDIENCE_BYTES");
+        }
+        if self.max_sandboxes_per_org < 1 {
+            anyhow::bail!("MAX_SANDBOXES_PER_ORG must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The defaults clap gives a group of settings, without reading the environment: one source for
+/// the defaults of the server and of the tests.
+fn clap_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(Command::new("defaults")).mut_args(|a| a.env(None::<&str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every setting of the group has a default");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
+/// At least this many bytes of secret for HS256 (RFC 7518 section 3.2: a key as long as the hash).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Settings {
     pub fn landing_dir(&self) -> PathBuf {
@@ -144,6 +360,15 @@ impl Settings {
         if self.auth_mode == AuthMode::Verify && self.jwt_secret.is_none() {
             anyhow::bail!("AUTH_MODE=verify needs JWT_SECRET to be set");
         }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.0.len() < MIN_JWT_SECRET_BYTES {
+                anyhow::bail!(
+                    "JWT_SECRET is {} bytes; it must be at least {MIN_JWT_SECRET_BYTES}",
+                    secret.0.len()
+                );
+            }
+        }
+        self.limits.validate()?;
         if self.db_pool_size == 0 {
             anyhow::bail!("DB_POOL_SIZE must be at least 1");
         }
@@ -185,6 +410,8 @@ impl Settings {
             http_workers: Some(2),
             auth_mode: AuthMode::Open,
             jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             worker_enabled: true,
             worker_poll_ms: 500,
             worker_lease_secs: 30,
@@ -197,9 +424,31 @@ impl Settings {
             ingest_max_bytes_per_run: IngestLimits::DEFAULT.max_bytes,
             runs_per_sandbox_per_day: 100,
             runs_per_audience: 10,
+            db_timeouts: DbTimeouts::default(),
+            limits: Limits::default(),
             clock: crate::domain::clock::Clock::system(),
         }
     }
+
+    /// A warning for the start log when any token is accepted on an address others can reach.
+    pub fn open_mode_warning(&self) -> Option<String> {
+        if self.auth_mode != AuthMode::Open || is_loopback(&self.host) {
+            return None;
+        }
+        Some(format!(
+            "AUTH_MODE=open accepts any bearer token, and HOST={} is reachable from other machines; set AUTH_MODE=verify on a shared server",
+            self.host
+        ))
+    }
+}
+
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A string that never prints.
@@ -228,7 +477,12 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("landing_dir", &self.landing_dir())
             .field("auth_mode", &self.auth_mode)
+            .field("jwt_secret", &self.jwt_secret)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("worker_enabled", &self.worker_enabled)
+            .field("db_timeouts", &self.db_timeouts)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +525,61 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("JOB_RETENTION_HOURS"));
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let mut s = Settings::for_database("postgres://x");
+        s.jwt_secret = Some(super::Secret("x".repeat(31)));
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "JWT_SECRET is 31 bytes; it must be at least 32"
+        );
+        s.jwt_secret = Some(super::Secret("x".repeat(32)));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn limits_must_fit_the_database_and_each_other() {
+        let mut s = Settings::for_database("postgres://x");
+        s.limits.max_id_chars = 400;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "MAX_ID_CHARS is 400; it must be at most 300"
+        );
+        s.limits = super::Limits::default();
+        s.limits.max_list_page_bytes = s.limits.max_audience_bytes - 1;
+        assert!(s.validate().is_err());
+        s.limits = super::Limits::default();
+        s.limits.max_labels = 0;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "MAX_LABELS must be at least 1"
+        );
+    }
+
+    #[test]
+    fn defaults_come_from_the_flags_and_ignore_the_environment() {
+        let l = super::Limits::default();
+        assert_eq!(l.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(l.max_sandboxes_per_org, 100);
+        let t = super::DbTimeouts::default();
+        assert_eq!((t.statement_ms, t.lock_ms), (10_000, 3_000));
+    }
+
+    #[test]
+    fn open_mode_warns_off_loopback() {
+        let mut s = Settings::for_database("postgres://x");
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            s.host = host.into();
+            assert!(s.open_mode_warning().is_none(), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5", "staging.example"] {
+            s.host = host.into();
+            assert!(s.open_mode_warning().is_some(), "{host}");
+        }
+        s.auth_mode = super::AuthMode::Verify;
+        assert!(s.open_mode_warning().is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum Code {
     BadBody,
     BadHeader,
     BadParameter,
+    LimitExceeded,
     AudienceInvalid,
     HasDependents,
     BulkGetSize,
@@ -69,6 +70,7 @@ impl Code {
             BadBody => (400, "UPLIB-101206-500", Service),
             BadHeader => (400, "UPAPI-113400-400", Service),
             BadParameter => (400, "UPAPI-113401-400", Service),
+            LimitExceeded => (400, "UPAPI-113414-400", Service),
             AudienceInvalid => (400, "UPAPI-113434-400", Service),
             HasDependents => (400, "UPAPI-113631-403", Service),
             BulkGetSize => (400, "UPAPI-113015-400", Service),
@@ -117,9 +119,23 @@ impl ApiError {
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         ApiError {
             code: Code::Internal,
-            message: "An internal error occurred. Try again later.".into(),
+            message: "An internal error occurred. Quote the requestId when reporting it.".into(),
             source: Some(source.into()),
         }
+    }
+
+    /// The database cannot serve now (timeout, lost connection, overload): 503, retry later.
+    pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
+        ApiError {
+            code: Code::Unavailable,
+            message: "The service is busy or its database is not reachable. Retry after the time in the Retry-After header.".into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A request went past one of the server's bounds (`config::Limits`).
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self::new(Code::LimitExceeded, message)
     }
 
     pub fn audience_not_found(id: &str) -> Self {
@@ -157,15 +173,14 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A database error reaches the client as a generic message: 503 when the database cannot serve
+/// now (see `storage::is_unavailable`), 500 otherwise. Its text is logged, never sent.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ApiError {
-                code: Code::Unavailable,
-                message: "The database is not reachable. Try again later.".into(),
-                source: Some(e.into()),
-            },
-            _ => ApiError::internal(e),
+        if crate::storage::is_unavailable(&e) {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
         }
     }
 }

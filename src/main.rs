@@ -42,8 +42,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init(&settings.log_level, settings.log_format);
+            settings.validate()?;
             let (pool, pg) = startup::database(&settings).await?;
-            storage::MIGRATOR.run(&pool).await?;
+            storage::migrate(&pool).await?;
             pool.close().await;
             drop(pg);
             tracing::info!("migrations applied");

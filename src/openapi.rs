@@ -13,7 +13,7 @@ use utoipa::{
 };
 use utoipa_actix_web::AppExt;
 
-use crate::api::{self, gate, schemas};
+use crate::api::{self, gate, links, schemas};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,6 +79,7 @@ pub fn document() -> Document {
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     gate::openapi::document(&mut doc);
+    links::document(&mut doc);
     doc
 }
 

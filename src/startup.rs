@@ -31,11 +31,12 @@ pub struct Application {
 /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
 pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
     if let Some(url) = &settings.database_url {
-        return Ok((storage::connect(url, settings.db_pool_size).await?, None));
+        let pool = storage::connect(url, settings.db_pool_size, &settings.db_timeouts).await?;
+        return Ok((pool, None));
     }
     let data_dir = settings.data_dir.clone();
     let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
-    let admin = storage::connect(&pg.admin_url(), 1).await?;
+    let admin = storage::connect(&pg.admin_url(), 1, &settings.db_timeouts).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(embedded_pg::DATABASE_NAME)
@@ -51,7 +52,7 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<Emb
     }
     admin.close().await;
     tracing::info!(url = %pg.url(), "using the embedded PostgreSQL");
-    let pool = storage::connect(&pg.url(), settings.db_pool_size).await?;
+    let pool = storage::connect(&pg.url(), settings.db_pool_size, &settings.db_timeouts).await?;
     Ok((pool, Some(pg)))
 }
 
@@ -59,7 +60,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let (pool, embedded) = database(&settings).await?;
-        storage::MIGRATOR.run(&pool).await?;
+        storage::migrate(&pool).await?;
         Self::with_pool(settings, pool, embedded)
     }
 
@@ -69,6 +70,10 @@ impl Application {
         pool: PgPool,
         embedded: Option<EmbeddedPostgres>,
     ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        if let Some(warning) = settings.open_mode_warning() {
+            tracing::warn!("{warning}");
+        }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
@@ -80,13 +85,16 @@ impl Application {
                 clock: settings.clock.clone(),
                 runs_per_sandbox_per_day: settings.runs_per_sandbox_per_day,
                 runs_per_audience: settings.runs_per_audience,
+                limits: settings.limits.clone(),
             },
+            limits: settings.limits.clone(),
         });
+        let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
                 .into_utoipa_app()
                 .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(api::MAX_BODY_BYTES))
+                .app_data(web::PayloadConfig::new(body_limit))
                 .configure(api::configure)
                 .split_for_parts();
             app.route(api::docs::OPENAPI_PATH, web::get().to(serve_openapi))

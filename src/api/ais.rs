@@ -7,7 +7,7 @@ use actix_web::{
 };
 use serde_json::Value;
 
-use super::{ais_schemas as s, json_body, respond, schemas::ErrorBody, AppState};
+use super::{ais_schemas as s, json_body, respond, schemas::ErrorBody, AppState, Family};
 use crate::{
     domain::{external, Caller, Tenant},
     error::{ApiError, Code},
@@ -85,8 +85,9 @@ pub async fn create_meta_only(
             "Query parameter 'createAudienceMetaOnly' must be 'true'.",
         ));
     }
-    let body = json_body(&body, Code::AisValidation)?;
-    let created = service::create_meta_only(&state.pool, &tenant, &caller, body).await?;
+    let body = json_body(&body, Family::Ais, &state.limits)?;
+    let created =
+        service::create_meta_only(&state.pool, &state.ais, &tenant, &caller, body).await?;
     Ok(ok(StatusCode::OK, created))
 }
 
@@ -110,7 +111,7 @@ pub async fn create_external(
     caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::AisValidation)?;
+    let body = json_body(&body, Family::Ais, &state.limits)?;
     let accepted =
         service::create_external(&state.pool, &state.ais, &tenant, &caller, body).await?;
     Ok(ok(StatusCode::ACCEPTED, accepted))
@@ -206,7 +207,7 @@ pub async fn patch_external(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::AisValidation)?;
+    let body = json_body(&body, Family::Ais, &state.limits)?;
     let out =
         service::patch_external(&state.pool, &state.ais, &tenant, &caller, &path, body).await?;
     Ok(ok(StatusCode::OK, out))
@@ -258,7 +259,7 @@ pub async fn start_run(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::AisValidation)?;
+    let body = json_body(&body, Family::Ais, &state.limits)?;
     let run = service::start_run(&state.pool, &state.ais, &tenant, &caller, &path, body).await?;
     Ok(ok(StatusCode::OK, run))
 }
@@ -271,8 +272,8 @@ pub async fn start_run(
     description = "The audience's runs, newest first by default. `limit` 1..40 (default 20); `sortBy` one of `createdAt`, `-createdAt`, `name`, `-name`. `_page` gives `limit`, `count` and `totalCount`.",
     params(
         ("audienceId" = String, Path, description = "The external audience's id"),
-        ("limit" = Option<i64>, Query, description = "1..40 (default 20)"),
-        ("sortBy" = Option<String>, Query, description = "createdAt, -createdAt (default), name or -name"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 40, description = "1..40 (default 20)"),
+        ("sortBy" = inline(Option<s::RunSortBy>), Query, description = "createdAt, -createdAt (default), name or -name"),
     ),
     responses(
         (status = 200, description = "A page of runs", body = s::RunList),

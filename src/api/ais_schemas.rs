@@ -35,10 +35,23 @@ pub struct FieldSpec {
     pub name: String,
     /// string, number, long, integer, date, datetime or boolean.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: FieldTypeName,
     /// Exactly one field carries it: the identity column.
     pub identity_ns: Option<String>,
     pub labels: Option<Vec<String>>,
+}
+
+/// The type a declared column's values must fit.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldTypeName {
+    String,
+    Number,
+    Long,
+    Integer,
+    Date,
+    Datetime,
+    Boolean,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -162,8 +175,10 @@ pub struct ExternalAudiencePatch {
 #[schema(example = json!({"dataFilterStartTime": 764245635}))]
 pub struct RunRequest {
     /// Epoch seconds; files modified at or after it are read.
+    #[schema(minimum = 0)]
     pub data_filter_start_time: i64,
-    /// Epoch seconds, default now.
+    /// Epoch seconds, default now; not before `dataFilterStartTime`.
+    #[schema(minimum = 0)]
     pub data_filter_end_time: Option<i64>,
 }
 
@@ -220,6 +235,19 @@ pub struct Run {
     pub details: Vec<RunStage>,
     /// Why the run failed.
     pub message: Option<String>,
+}
+
+/// The orders of the run list.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub enum RunSortBy {
+    #[serde(rename = "createdAt")]
+    CreatedAt,
+    #[serde(rename = "-createdAt")]
+    CreatedAtDesc,
+    #[serde(rename = "name")]
+    Name,
+    #[serde(rename = "-name")]
+    NameDesc,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

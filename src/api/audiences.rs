@@ -7,7 +7,7 @@ use actix_web::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{examples, json_body, respond, schemas, AppState};
+use super::{examples, json_body, respond, schemas, AppState, Family};
 use crate::{
     domain::{listing::ListQuery, Caller, Tenant},
     error::{ApiError, Code},
@@ -78,9 +78,11 @@ pub async fn list_audiences(
     tenant: Tenant,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q = ListQuery::parse(req.query_string())?;
+    let q = ListQuery::parse(req.query_string(), &state.limits)?;
     let page = service::list(&state.pool, &tenant, &q).await?;
-    let page_size = (page.total - q.start).clamp(0, q.limit);
+    // The page may end before `limit` when its byte budget is spent; `next` follows what was
+    // sent, so a client that follows it sees every audience once.
+    let page_size = page.count;
     let next = q.start + page_size;
     let mut page_info = json!({
         "totalCount": page.total,
@@ -137,8 +139,8 @@ pub async fn create_audience(
     caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::BadBody)?;
-    let written = service::create(&state.pool, &tenant, &caller, body).await?;
+    let body = json_body(&body, Family::Ups, &state.limits)?;
+    let written = service::create(&state.pool, &state.limits, &tenant, &caller, body).await?;
     Ok(respond::audience(
         StatusCode::OK,
         written.body,
@@ -155,7 +157,7 @@ pub async fn create_audience(
     request_body(content = schemas::BulkGetRequest, content_type = "application/json"),
     responses(
         (status = 207, description = "One result per requested id: the audience, or an error body", body = schemas::BulkGetResponse),
-        (status = 400, description = "The body is not valid (`UPLIB-101206-500`), or it holds no ids or more than 100 (`UPAPI-113015-400`)", body = schemas::ErrorBody),
+        (status = 400, description = "The body is not valid (`UPLIB-101206-500`), or it holds no ids or more than 100 (`UPAPI-113015-400`), or an id is longer than `MAX_ID_CHARS` or the audiences found are more than `MAX_LIST_PAGE_BYTES` of JSON (4 MiB by default; `UPAPI-113414-400`: ask for fewer at once)", body = schemas::ErrorBody),
         (status = 404, description = "None of the ids was found (`UPAPI-113000-404`)", body = schemas::ErrorBody),
     )
 )]
@@ -165,9 +167,9 @@ pub async fn bulk_get_audiences(
     tenant: Tenant,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::BadBody)?;
-    let ids = service::bulk_get_ids(&body)?;
-    let found = service::bulk_get(&state.pool, &tenant, &ids).await?;
+    let body = json_body(&body, Family::Ups, &state.limits)?;
+    let ids = service::bulk_get_ids(&body, &state.limits)?;
+    let found = service::bulk_get(&state.pool, &state.limits, &tenant, &ids).await?;
     if found.iter().all(|(_, body)| body.is_none()) {
         return Err(ApiError::new(
             Code::BulkGetNoneFound,
@@ -259,9 +261,17 @@ pub async fn replace_audience(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Code::BadBody)?;
-    let written =
-        service::replace(&state.pool, &tenant, &caller, &id, if_match(&req), body).await?;
+    let body = json_body(&body, Family::Ups, &state.limits)?;
+    let written = service::replace(
+        &state.pool,
+        &state.limits,
+        &tenant,
+        &caller,
+        &id,
+        if_match(&req),
+        body,
+    )
+    .await?;
     Ok(respond::audience(
         StatusCode::OK,
         written.body,
@@ -301,8 +311,17 @@ pub async fn patch_audience(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let ops = json_body(&body, Code::BadBody)?;
-    let written = service::patch(&state.pool, &tenant, &caller, &id, if_match(&req), ops).await?;
+    let ops = json_body(&body, Family::Ups, &state.limits)?;
+    let written = service::patch(
+        &state.pool,
+        &state.limits,
+        &tenant,
+        &caller,
+        &id,
+        if_match(&req),
+        ops,
+    )
+    .await?;
     Ok(respond::audience(
         StatusCode::OK,
         written.body,

@@ -9,6 +9,7 @@ use actix_web::{
     http::{
         header::{self, HeaderName, HeaderValue},
         uri::{PathAndQuery, Uri},
+        StatusCode,
     },
     middleware::Next,
     Error,
@@ -23,6 +24,10 @@ tokio::task_local! {
 }
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Seconds a client is told (`Retry-After`) to wait before retrying a 503 or a 429. Every such
+/// answer carries it, whichever part of the server made it.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 /// The id of the request being served (a fresh one outside a request).
 pub fn request_id() -> String {
@@ -67,6 +72,14 @@ pub async fn request_context(
         REQUEST_ID_HEADER,
         HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     );
+    let retry_later = matches!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    );
+    if retry_later && !res.headers().contains_key(header::RETRY_AFTER) {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
     tracing::info!(
         target: "access",
         request_id = %id,

@@ -65,12 +65,17 @@ async fn admit(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::new(Code::TokenInvalid, "Oauth token is not valid"))?;
-    if header_str(req, "x-api-key").is_none() {
+    let limits = &state.limits;
+    check_header_length("Authorization", token, limits.max_token_chars)?;
+    let Some(api_key) = header_str(req, "x-api-key") else {
         return Err(ApiError::new(Code::ApiKeyMissing, "Api Key is required"));
-    }
+    };
+    check_header_length("x-api-key", api_key, limits.max_api_key_chars)?;
     let org = header_str(req, "x-gw-ims-org-id")
         .ok_or_else(|| ApiError::new(Code::OrgHeaderMissing, "Missing header"))?;
+    check_org_id(org, limits.max_org_id_chars)?;
     let token = auth::authenticate(&state.auth, token, org)?;
+    check_user(&token, limits.max_id_chars)?;
     let sandbox_name = match req.headers().get("x-sandbox-name") {
         None => {
             return Err(ApiError::new(
@@ -93,9 +98,51 @@ async fn admit(
     check_content_type(req)?;
     let tenant = state
         .sandboxes
-        .resolve(&state.pool, org, sandbox_name)
+        .resolve(&state.pool, org, sandbox_name, limits.max_sandboxes_per_org)
         .await?;
     Ok((tenant, token))
+}
+
+/// Header values are visible ASCII (`header_str` only reads those), so bytes are characters.
+fn check_header_length(name: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() <= max {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::BadHeader,
+        format!(
+            "Header '{name}' is {} characters long; at most {max} are allowed.",
+            value.len()
+        ),
+    ))
+}
+
+/// The caller's id is stored as `createdBy` and filtered on like an identifier.
+fn check_user(caller: &crate::domain::Caller, max: usize) -> Result<(), ApiError> {
+    let chars = caller.user_id.chars().count();
+    if chars <= max {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::BadHeader,
+        format!(
+            "Header 'Authorization': the token's user ('user_id' or 'sub' claim) is {chars} characters long; at most {max} are allowed."
+        ),
+    ))
+}
+
+/// Adobe's org ids are 24 alphanumerics and `@AdobeOrg`; test setups use simpler names such as
+/// `test-org@AdobeOrg`. Both fit: letters, digits, `@`, `.`, `_` and `-`, up to the bound.
+fn check_org_id(org: &str, max: usize) -> Result<(), ApiError> {
+    check_header_length("x-gw-ims-org-id", org, max)?;
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b'-');
+    if org.bytes().all(allowed) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::BadHeader,
+        "Header 'x-gw-ims-org-id' must hold only letters, digits, '@', '.', '_' and '-', such as 1BD6382559DF0C130A49422D@AdobeOrg.",
+    ))
 }
 
 /// A request that carries a body must declare JSON, or declare nothing. Adobe's own tutorial posts
@@ -174,7 +221,7 @@ pub mod openapi {
     /// The header errors: the service's 400 (and other errors the handler documents) becomes
     /// "the service's body or the gateway's".
     fn document_gate(op: &mut Operation) {
-        const HEADERS_400: &str = "Or a header is missing or malformed: `x-gw-ims-org-id` missing (gateway shape, `400003`), `x-sandbox-name` missing or not `[a-z0-9-]{1,64}` (service shape).";
+        const HEADERS_400: &str = "Or a header is missing or malformed: `x-gw-ims-org-id` missing (gateway shape, `400003`); in the service's shape (`UPAPI-113400-400`), `x-gw-ims-org-id` not letters, digits, `@`, `.`, `_`, `-` or longer than 64 characters, `x-sandbox-name` missing or not `[a-z0-9-]{1,64}`, the bearer token longer than 8192 characters or `x-api-key` longer than 256 (the bounds are settings, docs/LIMITS.md); or a new `x-sandbox-name` would pass the organisation's 100 sandboxes (`UPAPI-113414-400`).";
         let bad_request = op.responses.responses.remove("400");
         let description = match bad_request {
             Some(RefOr::T(r)) => {
@@ -208,7 +255,10 @@ pub mod openapi {
             add_missing(
                 op,
                 "413",
-                error_response("The body is larger than 2 MiB.", "ErrorBody"),
+                error_response(
+                    "The body is larger than `MAX_BODY_BYTES` (2 MiB by default).",
+                    "ErrorBody",
+                ),
             );
             add_missing(
                 op,
@@ -219,11 +269,26 @@ pub mod openapi {
                 ),
             );
         }
-        add_missing(
-            op,
-            "503",
-            error_response("The database does not answer; retry later.", "ErrorBody"),
+        add_missing(op, "503", unavailable());
+    }
+
+    /// 503: the database timed out, is unreachable or overloaded; `Retry-After` says when to retry.
+    fn unavailable() -> RefOr<Response> {
+        let mut response = ResponseBuilder::new()
+            .description("The database timed out, is not reachable or is overloaded; retry after `Retry-After` seconds.")
+            .content(JSON, Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+            .build();
+        response.headers.insert(
+            "Retry-After".to_owned(),
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new().schema_type(Type::Integer).build(),
+                ))
+                .description(Some("Seconds to wait before retrying."))
+                .build()
+                .into(),
         );
+        response.into()
     }
 
     /// `x-request-id` is echoed (or made) on every response.

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
+pub mod links;
 pub mod respond;
 pub mod schemas;
 
@@ -28,15 +29,14 @@ use utoipa_actix_web::{scope, service_config::ServiceConfig};
 
 use crate::{
     auth::AuthConfig,
-    domain::{Caller, Sandbox, Tenant},
+    config::Limits,
+    domain::{limits::check_body_depth, Caller, Sandbox, Tenant},
     error::{ApiError, Code},
-    storage,
+    storage::{self, sandboxes::Registered},
 };
 
 pub const UPS_BASE: &str = "/data/core/ups";
 pub const AIS_BASE: &str = "/data/core/ais";
-/// Request bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -46,9 +46,13 @@ pub struct AppState {
     pub openapi_json: String,
     /// The clock and the run guardrails of the AIS family.
     pub ais: crate::service::ais::AisConfig,
+    /// The bounds on every input.
+    pub limits: Limits,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
+/// Only sandboxes the database registered are cached, so the cache cannot let an organisation
+/// pass its cap of sandboxes.
 #[derive(Default)]
 pub struct SandboxCache {
     known: RwLock<HashMap<(String, String), Sandbox>>,
@@ -57,13 +61,26 @@ pub struct SandboxCache {
 impl SandboxCache {
     const MAX_ENTRIES: usize = 10_000;
 
-    pub async fn resolve(&self, pool: &PgPool, org: &str, name: &str) -> Result<Tenant, ApiError> {
+    pub async fn resolve(
+        &self,
+        pool: &PgPool,
+        org: &str,
+        name: &str,
+        max_per_org: i64,
+    ) -> Result<Tenant, ApiError> {
         let key = (org.to_owned(), name.to_owned());
         let cached = self.known.read().ok().and_then(|m| m.get(&key).cloned());
         let sandbox = match cached {
             Some(s) => s,
             None => {
-                let s = storage::sandboxes::register(pool, org, name).await?;
+                let s = match storage::sandboxes::register(pool, org, name, max_per_org).await? {
+                    Registered::Sandbox(s) => s,
+                    Registered::OrgFull => {
+                        return Err(ApiError::limit(format!(
+                            "Header 'x-sandbox-name': the organisation already uses {max_per_org} sandboxes, the most this server allows; use one of them."
+                        )))
+                    }
+                };
                 if let Ok(mut m) = self.known.write() {
                     if m.len() >= Self::MAX_ENTRIES {
                         m.clear();
@@ -101,16 +118,40 @@ impl FromRequest for Caller {
     }
 }
 
-/// Parses a request body as JSON; `code` is the family's "bad body" code.
-pub fn json_body(bytes: &[u8], code: Code) -> Result<Value, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(code, "The request body is required."));
+/// The API family a body belongs to, for the codes its refusals carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ups,
+    Ais,
+}
+
+impl Family {
+    fn bad_body(self, message: impl Into<String>) -> ApiError {
+        match self {
+            Family::Ups => ApiError::bad_body(message),
+            Family::Ais => ApiError::ais_invalid(message),
+        }
     }
+
+    fn limit(self, message: impl Into<String>) -> ApiError {
+        match self {
+            Family::Ups => ApiError::limit(message),
+            Family::Ais => ApiError::ais_invalid(message),
+        }
+    }
+}
+
+/// Parses a request body as JSON, within the depth bound.
+pub fn json_body(bytes: &[u8], family: Family, limits: &Limits) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(family.bad_body("The request body is required."));
+    }
+    // Measured on the text first: the parser refuses deep nesting with a message of its own.
+    check_body_depth(bytes, limits.max_json_depth).map_err(|m| family.limit(m))?;
     let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(code, format!("The request body is not valid JSON: {e}.")))?;
+        .map_err(|e| family.bad_body(format!("The request body is not valid JSON: {e}.")))?;
     if holds_nul(&value) {
-        return Err(ApiError::new(
-            code,
+        return Err(family.bad_body(
             "The request body must not contain the character U+0000 (\\u0000) in a string or key.",
         ));
     }

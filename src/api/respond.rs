@@ -16,8 +16,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
+        // The cause (database or file-system text) goes to the log only, with the request id
+        // the client sees in its error body.
         if let Some(source) = &self.source {
-            tracing::error!(code = self.code.spec().wire, error = ?source, "request failed");
+            tracing::error!(
+                request_id = %context::request_id(),
+                code = self.code.spec().wire,
+                error = ?source,
+                "request failed"
+            );
         }
         error_body(self.code, &self.message)
     }

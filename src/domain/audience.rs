@@ -1,11 +1,17 @@
 //! The UPS audience: which fields a client owns, their rules, the defaults a new audience gets,
 //! and how an audience is rendered.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{lifecycle::Lifecycle, Caller, Tenant};
-use crate::error::ApiError;
+use super::{
+    lifecycle::Lifecycle,
+    limits::{check_chars, check_string_list, json_bytes},
+    patch, Caller, Tenant,
+};
+use crate::{config::Limits, error::ApiError};
 
 /// Fields the server sets. A client may send them back (a PUT of the object just read works);
 /// they are ignored.
@@ -33,6 +39,34 @@ pub const SEGMENT_DEFINITION: &str = "SegmentDefinition";
 pub const EXTERNAL_SEGMENT: &str = "ExternalSegment";
 pub const PROFILE_SCHEMA: &str = "_xdm.context.profile";
 pub const DEFAULT_EXTERNAL_NAMESPACE: &str = "CustomerAudienceUpload";
+
+/// Client fields that must be strings when present.
+const STRING_FIELDS: &[&str] = &[
+    "description",
+    "namespace",
+    "audienceId",
+    "originName",
+    "mergePolicyId",
+    "datasetId",
+    "profileInstanceId",
+];
+/// The string fields bounded by `MAX_ID_CHARS` (identifiers, namespaces, names of things).
+const ID_FIELDS: &[&str] = &[
+    "namespace",
+    "audienceId",
+    "originName",
+    "mergePolicyId",
+    "datasetId",
+    "profileInstanceId",
+];
+/// Client fields that must be objects when present; kept as given.
+const OBJECT_FIELDS: &[&str] = &[
+    "evaluationInfo",
+    "dataGovernancePolicy",
+    "linkedAudienceRef",
+    "audienceMeta",
+];
+const EXPRESSION_PARTS: [&str; 3] = ["type", "format", "value"];
 
 /// An audience as stored and served: the client's fields (validated, defaults applied) and the
 /// system fields. [`Audience::to_body`] renders it; [`Audience::from_body`] reads it back.
@@ -94,6 +128,54 @@ impl ClientFields {
             .is_some_and(|e| !referenced_audiences(e).is_empty())
     }
 
+    /// Checks the server's bounds on validated fields: the length of every stored or indexed
+    /// string, the number of labels and of referenced audiences, and the size of the whole.
+    pub fn check_bounds(&self, limits: &Limits) -> Result<(), ApiError> {
+        self.check_string_bounds(limits).map_err(ApiError::limit)?;
+        if let Some(expression) = self.expression_value() {
+            referenced_audiences_within(expression, limits.max_expression_references)?;
+        }
+        let bytes = json_bytes(&self.doc);
+        if bytes > limits.max_audience_bytes {
+            return Err(ApiError::limit(format!(
+                "The audience is {bytes} bytes of JSON; at most {} are allowed.",
+                limits.max_audience_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_string_bounds(&self, limits: &Limits) -> Result<(), String> {
+        check_chars("name", &self.name, limits.max_name_chars)?;
+        if let Some(d) = self.description() {
+            check_chars("description", d, limits.max_description_chars)?;
+        }
+        for key in ID_FIELDS {
+            if let Some(v) = self.str_field(key) {
+                check_chars(key, v, limits.max_id_chars)?;
+            }
+        }
+        if let Some(Value::String(s)) = self.doc.get("schema").and_then(|s| s.get("name")) {
+            check_chars("schema.name", s, limits.max_id_chars)?;
+        }
+        if let Some(Value::Object(expression)) = self.doc.get("expression") {
+            for key in EXPRESSION_PARTS {
+                if let Some(Value::String(s)) = expression.get(key) {
+                    let max = if key == "value" {
+                        limits.max_expression_chars
+                    } else {
+                        limits.max_id_chars
+                    };
+                    check_chars(&format!("expression.{key}"), s, max)?;
+                }
+            }
+        }
+        if let Some(Value::Array(labels)) = self.doc.get("labels") {
+            check_string_list("labels", labels, limits.max_labels, limits.max_id_chars)?;
+        }
+        Ok(())
+    }
+
     pub fn expression_value(&self) -> Option<&str> {
         self.doc
             .get("expression")
@@ -121,35 +203,46 @@ fn expect_object(value: Value, what: &str) -> Result<Map<String, Value>, ApiErro
 /// A client document after [`check_fields`]: the fields, the name, the lifecycle if one was sent.
 type CheckedFields = (Map<String, Value>, String, Option<Lifecycle>);
 
+fn must_be(key: &str, what: &str) -> ApiError {
+    ApiError::bad_body(format!("Field '{key}' must be {what}."))
+}
+
 /// Checks the type of every known client field and normalises the lenient forms (a bare schema
 /// string, `active`). `name` is required. Unknown fields are kept as given.
 fn check_fields(mut doc: Map<String, Value>) -> Result<CheckedFields, ApiError> {
     strip_system_fields(&mut doc);
-    let name = match doc.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::bad_body("Field 'name' must not be empty."))
+    let name = check_name(&doc)?;
+    check_plain_fields(&doc)?;
+    check_expression(&doc)?;
+    normalize_schema(&mut doc)?;
+    let lifecycle = match doc.get("lifecycleState") {
+        None => None,
+        Some(Value::String(s)) => Some(Lifecycle::parse(s)?),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Field 'lifecycleState' must be a string.",
+            ))
         }
-        Some(_) => return Err(ApiError::bad_body("Field 'name' must be a string.")),
-        None => return Err(ApiError::bad_body("Field 'name' is required.")),
     };
-    for key in [
-        "description",
-        "namespace",
-        "audienceId",
-        "originName",
-        "mergePolicyId",
-        "datasetId",
-        "profileInstanceId",
-    ] {
-        match doc.get(key) {
+    Ok((doc, name, lifecycle))
+}
+
+fn check_name(doc: &Map<String, Value>) -> Result<String, ApiError> {
+    match doc.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(ApiError::bad_body("Field 'name' must not be empty.")),
+        Some(_) => Err(must_be("name", "a string")),
+        None => Err(ApiError::bad_body("Field 'name' is required.")),
+    }
+}
+
+/// The fields with a simple type: strings, objects, a boolean, the type, labels, the TTL.
+fn check_plain_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
+    for key in STRING_FIELDS {
+        match doc.get(*key) {
             None | Some(Value::String(_)) => {}
-            Some(Value::Null) if key == "description" => {}
-            Some(_) => {
-                return Err(ApiError::bad_body(format!(
-                    "Field '{key}' must be a string."
-                )))
-            }
+            Some(Value::Null) if *key == "description" => {}
+            Some(_) => return Err(must_be(key, "a string")),
         }
     }
     for key in ["namespace", "audienceId"] {
@@ -161,101 +254,73 @@ fn check_fields(mut doc: Map<String, Value>) -> Result<CheckedFields, ApiError> 
             }
         }
     }
-    for key in [
-        "evaluationInfo",
-        "dataGovernancePolicy",
-        "linkedAudienceRef",
-        "audienceMeta",
-    ] {
-        match doc.get(key) {
-            None | Some(Value::Object(_)) => {}
-            Some(_) => {
+    for key in OBJECT_FIELDS {
+        if doc.get(*key).is_some_and(|v| !v.is_object()) {
+            return Err(must_be(key, "an object"));
+        }
+    }
+    if doc
+        .get("overridePerformanceWarnings")
+        .is_some_and(|v| !v.is_boolean())
+    {
+        return Err(must_be("overridePerformanceWarnings", "a boolean"));
+    }
+    if let Some(v) = doc.get("type") {
+        if !matches!(v.as_str(), Some(SEGMENT_DEFINITION | EXTERNAL_SEGMENT)) {
+            return Err(ApiError::invalid(
+                "Field 'type' must be 'SegmentDefinition' or 'ExternalSegment'.",
+            ));
+        }
+    }
+    if let Some(v) = doc.get("labels") {
+        if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+            return Err(must_be("labels", "an array of strings"));
+        }
+    }
+    if let Some(v) = doc.get("ttlInDays") {
+        if v.as_i64().is_none_or(|n| n < 1) {
+            return Err(must_be("ttlInDays", "a positive integer"));
+        }
+    }
+    Ok(())
+}
+
+fn check_expression(doc: &Map<String, Value>) -> Result<(), ApiError> {
+    let Some(v) = doc.get("expression") else {
+        return Ok(());
+    };
+    let Some(expr) = v.as_object() else {
+        return Err(must_be("expression", "an object {type, format, value}"));
+    };
+    for key in EXPRESSION_PARTS {
+        match expr.get(key) {
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(must_be(&format!("expression.{key}"), "a string")),
+            None => {
                 return Err(ApiError::bad_body(format!(
-                    "Field '{key}' must be an object."
+                    "Field 'expression.{key}' is required."
                 )))
             }
         }
     }
-    if let Some(v) = doc.get("overridePerformanceWarnings") {
-        if !v.is_boolean() {
-            return Err(ApiError::bad_body(
-                "Field 'overridePerformanceWarnings' must be a boolean.",
-            ));
-        }
-    }
-    if let Some(v) = doc.get("type") {
-        match v.as_str() {
-            Some(SEGMENT_DEFINITION | EXTERNAL_SEGMENT) => {}
-            _ => {
-                return Err(ApiError::invalid(
-                    "Field 'type' must be 'SegmentDefinition' or 'ExternalSegment'.",
-                ))
-            }
-        }
-    }
-    if let Some(v) = doc.get("labels") {
-        let ok = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-        if !ok {
-            return Err(ApiError::bad_body(
-                "Field 'labels' must be an array of strings.",
-            ));
-        }
-    }
-    if let Some(v) = doc.get("ttlInDays") {
-        match v.as_i64() {
-            Some(n) if n >= 1 => {}
-            _ => {
-                return Err(ApiError::bad_body(
-                    "Field 'ttlInDays' must be a positive integer.",
-                ))
-            }
-        }
-    }
-    if let Some(v) = doc.get("expression") {
-        let Some(expr) = v.as_object() else {
-            return Err(ApiError::bad_body(
-                "Field 'expression' must be an object {type, format, value}.",
-            ));
-        };
-        for key in ["type", "format", "value"] {
-            match expr.get(key) {
-                Some(Value::String(_)) => {}
-                Some(_) => {
-                    return Err(ApiError::bad_body(format!(
-                        "Field 'expression.{key}' must be a string."
-                    )))
-                }
-                None => {
-                    return Err(ApiError::bad_body(format!(
-                        "Field 'expression.{key}' is required."
-                    )))
-                }
-            }
-        }
-    }
-    // A bare schema name is accepted and stored as {name}.
-    match doc.get("schema").cloned() {
-        None => {}
+    Ok(())
+}
+
+/// A bare schema name is accepted and stored as {name}.
+fn normalize_schema(doc: &mut Map<String, Value>) -> Result<(), ApiError> {
+    match doc.get("schema") {
+        None => Ok(()),
         Some(Value::String(s)) => {
-            doc.insert("schema".into(), json!({ "name": s }));
+            let schema = json!({ "name": s });
+            doc.insert("schema".into(), schema);
+            Ok(())
         }
-        Some(Value::Object(o)) if o.get("name").is_some_and(Value::is_string) => {}
-        Some(_) => {
-            return Err(ApiError::bad_body(
-                "Field 'schema' must be an object with a string 'name' (or a bare name).",
-            ))
-        }
+        Some(Value::Object(o)) if o.get("name").is_some_and(Value::is_string) => Ok(()),
+        Some(_) => Err(must_be(
+            "schema",
+            "an object with a string 'name' (or a bare name)",
+        )),
     }
-    let lifecycle = match doc.get("lifecycleState") {
-        None => None,
-        Some(Value::String(s)) => Some(Lifecycle::parse(s)?),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Field 'lifecycleState' must be a string.",
-            ))
-        }
-    };
-    Ok((doc, name, lifecycle))
 }
 
 /// The defaults of each audience type, applied to fields the client left out.
@@ -324,7 +389,11 @@ pub fn new_fields(body: Value, id: Uuid) -> Result<ClientFields, ApiError> {
 /// Validates a full replacement of an audience's client fields. Immutable fields may be sent only
 /// with their current value and are kept when left out; the lifecycle stays when left out and
 /// otherwise must follow an allowed transition.
-pub fn replaced_fields(current: &Audience, body: Value) -> Result<ClientFields, ApiError> {
+pub fn replaced_fields(
+    current: &Audience,
+    body: Value,
+    limits: &Limits,
+) -> Result<ClientFields, ApiError> {
     let (mut doc, name, lifecycle) = check_fields(expect_object(body, "an audience")?)?;
     for key in IMMUTABLE_FIELDS {
         let existing = current.fields.doc.get(*key);
@@ -345,41 +414,45 @@ pub fn replaced_fields(current: &Audience, body: Value) -> Result<ClientFields, 
     apply_defaults(&mut doc, current.id);
     let lifecycle = lifecycle.unwrap_or(current.fields.lifecycle);
     current.fields.lifecycle.check_transition(lifecycle)?;
-    Ok(finish(doc, name, lifecycle))
+    let fields = finish(doc, name, lifecycle);
+    fields.check_bounds(limits)?;
+    Ok(fields)
 }
 
 /// Applies an RFC 6902 patch to the audience as a client sees it and validates the result as a
 /// whole. `test` may read any field; other operations may not touch system or immutable fields.
+/// The patch runs under the bounds of [`patch::apply_bounded`].
 pub fn patched_fields(
     current: &Audience,
     tenant: &Tenant,
     ops: Value,
+    limits: &Limits,
 ) -> Result<ClientFields, ApiError> {
     let Value::Array(raw_ops) = &ops else {
         return Err(ApiError::bad_body(
             "The request body must be a JSON Patch array of operations.",
         ));
     };
+    if raw_ops.len() > limits.max_patch_operations {
+        return Err(ApiError::limit(format!(
+            "The JSON Patch holds {} operations; at most {} are allowed.",
+            raw_ops.len(),
+            limits.max_patch_operations
+        )));
+    }
     for (index, op) in raw_ops.iter().enumerate() {
         check_patch_operation(index, op)?;
     }
     let patch: json_patch::Patch = serde_json::from_value(ops)
         .map_err(|e| ApiError::bad_body(format!("The JSON Patch is malformed: {e}")))?;
     let mut doc = current.to_body(tenant);
-    json_patch::patch(&mut doc, &patch).map_err(|e| {
-        let what = match e.kind {
-            json_patch::PatchErrorKind::TestFailed => "the test failed".to_owned(),
-            ref other => other.to_string(),
-        };
-        ApiError::invalid(format!(
-            "JSON Patch operation {} failed: {what}",
-            e.operation
-        ))
-    })?;
+    patch::apply_bounded(&mut doc, &patch, limits)?;
     let (doc, name, lifecycle) = check_fields(expect_object(doc, "an audience")?)?;
     let lifecycle = lifecycle.unwrap_or(current.fields.lifecycle);
     current.fields.lifecycle.check_transition(lifecycle)?;
-    Ok(finish(doc, name, lifecycle))
+    let fields = finish(doc, name, lifecycle);
+    fields.check_bounds(limits)?;
+    Ok(fields)
 }
 
 fn check_patch_operation(index: usize, op: &Value) -> Result<(), ApiError> {
@@ -425,24 +498,46 @@ fn check_patch_operation(index: usize, op: &Value) -> Result<(), ApiError> {
 
 /// Audience ids named by `inSegment("<id>")` in a PQL expression, in order, without repeats.
 pub fn referenced_audiences(expression: &str) -> Vec<String> {
+    scan_references(expression, usize::MAX).unwrap_or_default()
+}
+
+/// [`referenced_audiences`], refused once more than `max` distinct audiences are named.
+pub fn referenced_audiences_within(expression: &str, max: usize) -> Result<Vec<String>, ApiError> {
+    scan_references(expression, max).ok_or_else(|| {
+        ApiError::limit(format!(
+            "Field 'expression.value' references more than {max} distinct audiences with inSegment(...); at most {max} are allowed."
+        ))
+    })
+}
+
+/// One pass over the expression, with the ids seen kept in a set, so its cost is linear in its
+/// length whatever it holds. `None` as soon as more than `max` distinct ids are found.
+fn scan_references(expression: &str, max: usize) -> Option<Vec<String>> {
+    const CALL: &str = "inSegment(";
     let mut found: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut rest = expression;
-    while let Some(pos) = rest.find("inSegment(") {
-        rest = &rest[pos + "inSegment(".len()..];
+    while let Some(pos) = rest.find(CALL) {
+        rest = &rest[pos + CALL.len()..];
         let trimmed = rest.trim_start();
         let Some(quote) = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'') else {
             continue;
         };
         let inner = &trimmed[1..];
-        if let Some(end) = inner.find(quote) {
-            let id = inner[..end].trim().to_owned();
-            if !id.is_empty() && !found.contains(&id) {
-                found.push(id);
+        // Unclosed: no quote of this kind follows, so this happens once per kind at most.
+        let Some(end) = inner.find(quote) else {
+            continue;
+        };
+        let id = inner[..end].trim();
+        if !id.is_empty() && seen.insert(id) {
+            if found.len() == max {
+                return None;
             }
-            rest = &inner[end + 1..];
+            found.push(id.to_owned());
         }
+        rest = &inner[end + 1..];
     }
-    found
+    Some(found)
 }
 
 /// A fresh `_etag` value, quoted as the real service quotes it. The last group carries the epoch
@@ -594,6 +689,10 @@ mod tests {
         )
     }
 
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
     fn caller() -> Caller {
         Caller {
             user_id: "user@AdobeID".into(),
@@ -697,9 +796,10 @@ mod tests {
             &caller(),
             vec![],
         );
-        let err = replaced_fields(&a, json!({"name": "m", "namespace": "other"})).unwrap_err();
+        let err =
+            replaced_fields(&a, json!({"name": "m", "namespace": "other"}), &limits()).unwrap_err();
         assert!(err.message.contains("'namespace' is immutable"));
-        let f = replaced_fields(&a, json!({"name": "m"})).unwrap();
+        let f = replaced_fields(&a, json!({"name": "m"}), &limits()).unwrap();
         assert_eq!(
             (f.namespace(), f.audience_id(), f.audience_type()),
             ("aam", "e", EXTERNAL_SEGMENT)
@@ -720,16 +820,18 @@ mod tests {
                 &a,
                 &tenant(),
                 json!([{"op": "replace", "path": path, "value": "v"}]),
+                &limits(),
             )
             .unwrap_err();
             assert_eq!(err.code, crate::error::Code::AudienceInvalid, "{path}");
         }
-        let ok = patched_fields(&a, &tenant(), json!([{"op": "test", "path": "/id", "value": id}, {"op": "add", "path": "/description", "value": "d"}])).unwrap();
+        let ok = patched_fields(&a, &tenant(), json!([{"op": "test", "path": "/id", "value": id}, {"op": "add", "path": "/description", "value": "d"}]), &limits()).unwrap();
         assert_eq!(ok.description(), Some("d"));
         let failed = patched_fields(
             &a,
             &tenant(),
             json!([{"op": "test", "path": "/name", "value": "other"}]),
+            &limits(),
         )
         .unwrap_err();
         assert!(failed.message.contains("test failed"));
@@ -740,6 +842,149 @@ mod tests {
         let refs = referenced_audiences(r#"inSegment("a") and inSegment( 'b' ) or inSegment("a")"#);
         assert_eq!(refs, vec!["a".to_owned(), "b".to_owned()]);
         assert!(referenced_audiences("workAddress.country = \"US\"").is_empty());
+    }
+
+    #[test]
+    fn every_stored_string_is_bounded_and_named() {
+        let l = Limits {
+            max_name_chars: 5,
+            max_description_chars: 6,
+            max_id_chars: 4,
+            max_expression_chars: 10,
+            max_labels: 2,
+            ..Limits::default()
+        };
+        let expr = |key: &str, v: &str| {
+            let mut e = json!({"type": "PQL", "format": "pql", "value": "x"});
+            e[key] = json!(v);
+            json!({"name": "n", "expression": e})
+        };
+        let cases = [
+            (
+                json!({"name": "abcdef"}),
+                "Field 'name' is 6 characters long; at most 5 are allowed.",
+            ),
+            (
+                json!({"name": "n", "description": "abcdefg"}),
+                "Field 'description' is 7 characters long; at most 6 are allowed.",
+            ),
+            (
+                json!({"name": "n", "namespace": "abcde"}),
+                "Field 'namespace' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "audienceId": "abcde"}),
+                "Field 'audienceId' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "originName": "abcde"}),
+                "Field 'originName' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "mergePolicyId": "abcde"}),
+                "Field 'mergePolicyId' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "datasetId": "abcde"}),
+                "Field 'datasetId' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "profileInstanceId": "abcde"}),
+                "Field 'profileInstanceId' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                json!({"name": "n", "schema": "abcde"}),
+                "Field 'schema.name' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                expr("type", "abcde"),
+                "Field 'expression.type' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                expr("format", "abcde"),
+                "Field 'expression.format' is 5 characters long; at most 4 are allowed.",
+            ),
+            (
+                expr("value", "abcdefghijk"),
+                "Field 'expression.value' is 11 characters long; at most 10 are allowed.",
+            ),
+            (
+                json!({"name": "n", "labels": ["a", "b", "c"]}),
+                "Field 'labels' holds 3 entries; at most 2 are allowed.",
+            ),
+            (
+                json!({"name": "n", "labels": ["a", "abcde"]}),
+                "Field 'labels[1]' is 5 characters long; at most 4 are allowed.",
+            ),
+        ];
+        for (body, message) in cases {
+            let mut f = new_fields(body.clone(), Uuid::new_v4()).unwrap();
+            // The defaults are long ids; only the field under test is bounded here.
+            for key in ["namespace", "audienceId", "originName", "schema"] {
+                if body.get(key).is_none() {
+                    f.doc.remove(key);
+                }
+            }
+            let err = f.check_bounds(&l).unwrap_err();
+            assert_eq!(err.code, crate::error::Code::LimitExceeded, "{body}");
+            assert_eq!(err.message, message, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_whole_audience_is_bounded_in_bytes() {
+        let l = Limits {
+            max_audience_bytes: 1000,
+            ..Limits::default()
+        };
+        let f = new_fields(
+            json!({"name": "n", "custom": "x".repeat(1000)}),
+            Uuid::new_v4(),
+        )
+        .unwrap();
+        let err = f.check_bounds(&l).unwrap_err();
+        assert!(
+            err.message.starts_with("The audience is ")
+                && err
+                    .message
+                    .ends_with(" bytes of JSON; at most 1000 are allowed."),
+            "{}",
+            err.message
+        );
+        let f = new_fields(
+            json!({"name": "n", "custom": "x".repeat(100)}),
+            Uuid::new_v4(),
+        )
+        .unwrap();
+        assert!(f.check_bounds(&l).is_ok());
+    }
+
+    #[test]
+    fn references_are_counted_in_one_pass_and_bounded() {
+        // The issue's attack: ~100k distinct references (quadratic before).
+        let expression: String = (0..100_000)
+            .map(|i| format!("inSegment(\"{i}\") or "))
+            .collect();
+        let err = referenced_audiences_within(&expression, 100).unwrap_err();
+        assert_eq!(err.code, crate::error::Code::LimitExceeded);
+        assert_eq!(
+            err.message,
+            "Field 'expression.value' references more than 100 distinct audiences with inSegment(...); at most 100 are allowed."
+        );
+        assert_eq!(referenced_audiences(&expression).len(), 100_000);
+        // Repeats count once; exactly the bound passes.
+        let hundred: String = (0..200)
+            .map(|i| format!("inSegment('{}')", i % 100))
+            .collect();
+        assert_eq!(
+            referenced_audiences_within(&hundred, 100).unwrap().len(),
+            100
+        );
+        // A quote that never closes names nothing; references after it still count.
+        assert_eq!(
+            referenced_audiences(r#"inSegment('a') and inSegment("b and inSegment('c')"#),
+            vec!["a".to_owned(), "c".to_owned()]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
+use super::limits::{check_chars, check_string_list};
+use crate::{config::Limits, error::ApiError};
 
 pub const MAX_FIELDS: usize = 41;
 pub const DEFAULT_TTL_DAYS: i64 = 30;
@@ -192,10 +193,46 @@ fn non_empty(value: Option<String>, key: &str) -> Result<Option<String>, ApiErro
     }
 }
 
+/// A string field holds at most `max` characters.
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    check_chars(field, value, max).map_err(invalid)
+}
+
 /// Validates a create request (or the result of a PATCH) and returns its normalised form:
 /// defaults filled in, `ttlInDays` a number, `sourceSpec` in the `params` form. Unknown top-level
-/// fields are not kept.
-pub fn normalize(body: Value) -> Result<Map<String, Value>, ApiError> {
+/// fields are not kept. Every kept string and list is checked against `limits`.
+pub fn normalize(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
+    let out = normalize_shape(body, limits)?;
+    check_top_level_bounds(&out, limits)?;
+    Ok(out)
+}
+
+/// The bounds on the top-level strings and lists of a normalised document (the fields and the
+/// source are bounded as they are normalised).
+fn check_top_level_bounds(doc: &Map<String, Value>, limits: &Limits) -> Result<(), ApiError> {
+    let text = |key: &str| doc.get(key).and_then(Value::as_str);
+    for (key, max) in [
+        ("name", limits.max_name_chars),
+        ("description", limits.max_description_chars),
+        ("customAudienceId", limits.max_id_chars),
+        ("namespace", limits.max_id_chars),
+    ] {
+        if let Some(v) = text(key) {
+            bounded(key, v, max)?;
+        }
+    }
+    for key in ["labels", "tags"] {
+        if let Some(Value::Array(items)) = doc.get(key) {
+            check_string_list(key, items, limits.max_labels, limits.max_id_chars)
+                .map_err(invalid)?;
+        }
+    }
+    Ok(())
+}
+
+/// The normalised document; the fields and the source are bounded here, the top level by
+/// [`check_top_level_bounds`].
+fn normalize_shape(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(doc) = body else {
         return Err(invalid("The request body must be a JSON object."));
     };
@@ -211,10 +248,13 @@ pub fn normalize(body: Value) -> Result<Map<String, Value>, ApiError> {
     if let Some(c) = non_empty(opt_string(&doc, "customAudienceId")?, "customAudienceId")? {
         out.insert("customAudienceId".into(), json!(c));
     }
-    out.insert("fields".into(), normalize_fields(doc.get("fields"))?);
+    out.insert(
+        "fields".into(),
+        normalize_fields(doc.get("fields"), limits)?,
+    );
     out.insert(
         "sourceSpec".into(),
-        normalize_source(doc.get("sourceSpec"))?,
+        normalize_source(doc.get("sourceSpec"), limits)?,
     );
     out.insert("ttlInDays".into(), json!(ttl(doc.get("ttlInDays"))?));
     match doc.get("audienceType") {
@@ -265,7 +305,7 @@ fn ttl(value: Option<&Value>) -> Result<i64, ApiError> {
     }
 }
 
-fn normalize_fields(value: Option<&Value>) -> Result<Value, ApiError> {
+fn normalize_fields(value: Option<&Value>, limits: &Limits) -> Result<Value, ApiError> {
     let Some(Value::Array(items)) = value else {
         return Err(invalid(match value {
             None | Some(Value::Null) => "Field 'fields' is required.",
@@ -293,6 +333,7 @@ fn normalize_fields(value: Option<&Value>) -> Result<Value, ApiError> {
                 )))
             }
         };
+        bounded(&format!("fields[{i}].name"), name, limits.max_id_chars)?;
         if names.contains(&name) {
             return Err(invalid(format!(
                 "Field 'fields[{i}].name': '{name}' is declared twice."
@@ -312,6 +353,7 @@ fn normalize_fields(value: Option<&Value>) -> Result<Value, ApiError> {
         match f.get("identityNs") {
             None | Some(Value::Null) => {}
             Some(Value::String(ns)) if !ns.trim().is_empty() => {
+                bounded(&format!("fields[{i}].identityNs"), ns, limits.max_id_chars)?;
                 identities += 1;
                 field.insert("identityNs".into(), json!(ns));
             }
@@ -322,10 +364,13 @@ fn normalize_fields(value: Option<&Value>) -> Result<Value, ApiError> {
             }
         }
         if let Some(labels) = f.get("labels").filter(|v| !v.is_null()) {
-            field.insert(
-                "labels".into(),
-                string_array(labels, &format!("fields[{i}].labels"))?,
-            );
+            let what = format!("fields[{i}].labels");
+            let labels = string_array(labels, &what)?;
+            if let Value::Array(items) = &labels {
+                check_string_list(&what, items, limits.max_labels, limits.max_id_chars)
+                    .map_err(invalid)?;
+            }
+            field.insert("labels".into(), labels);
         }
         out.push(Value::Object(field));
     }
@@ -338,7 +383,7 @@ fn normalize_fields(value: Option<&Value>) -> Result<Value, ApiError> {
 }
 
 /// `sourceSpec.params`, or a flat `sourceSpec` (the older form), in the `params` form.
-fn normalize_source(value: Option<&Value>) -> Result<Value, ApiError> {
+fn normalize_source(value: Option<&Value>, limits: &Limits) -> Result<Value, ApiError> {
     let Some(Value::Object(spec)) = value else {
         return Err(invalid(match value {
             None | Some(Value::Null) => "Field 'sourceSpec' is required.",
@@ -361,6 +406,7 @@ fn normalize_source(value: Option<&Value>) -> Result<Value, ApiError> {
     if path.trim().is_empty() {
         return Err(invalid(format!("Field '{prefix}.path' is required.")));
     }
+    bounded(&format!("{prefix}.path"), &path, limits.max_path_chars)?;
     if path.chars().any(char::is_whitespace) {
         return Err(invalid(format!(
             "Field '{prefix}.path' must not contain spaces."
@@ -396,6 +442,13 @@ fn normalize_source(value: Option<&Value>) -> Result<Value, ApiError> {
         }
     }
     let connection = text("baseConnectionId")?.filter(|c| !c.trim().is_empty());
+    if let Some(c) = &connection {
+        bounded(
+            &format!("{prefix}.baseConnectionId"),
+            c,
+            limits.max_id_chars,
+        )?;
+    }
     if let Some(c) = &cloud_type {
         if CONNECTED_CLOUD_TYPES.contains(&c.as_str()) && connection.is_none() {
             return Err(invalid(format!(
@@ -418,7 +471,11 @@ fn normalize_source(value: Option<&Value>) -> Result<Value, ApiError> {
 
 /// Applies a PATCH (a plain partial object) to a normalised document and validates the result.
 /// `fields` are merged by name: a field of the same name is replaced, a new one appended.
-pub fn patched(current: &Map<String, Value>, patch: Value) -> Result<Map<String, Value>, ApiError> {
+pub fn patched(
+    current: &Map<String, Value>,
+    patch: Value,
+    limits: &Limits,
+) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(patch) = patch else {
         return Err(invalid(
             "The request body must be a JSON object of the fields to change.",
@@ -469,7 +526,7 @@ pub fn patched(current: &Map<String, Value>, patch: Value) -> Result<Map<String,
             doc.insert(key, value);
         }
     }
-    normalize(Value::Object(doc))
+    normalize(Value::Object(doc), limits)
 }
 
 /// The body of a run request: `dataFilterStartTime` required, `dataFilterEndTime` optional, both
@@ -566,7 +623,7 @@ mod tests {
 
     #[test]
     fn seed_request_normalises() {
-        let doc = normalize(seed()).unwrap();
+        let doc = normalize(seed(), &Limits::default()).unwrap();
         assert_eq!(doc["ttlInDays"], json!(40));
         assert_eq!(doc["namespace"], json!(DEFAULT_NAMESPACE));
         assert_eq!(doc["expressActivation"], json!(false));
@@ -580,7 +637,7 @@ mod tests {
     fn flat_source_spec_is_accepted() {
         let mut body = seed();
         body["sourceSpec"] = json!({"path": "a/b.csv", "cloudType": "DLZ"});
-        let doc = normalize(body).unwrap();
+        let doc = normalize(body, &Limits::default()).unwrap();
         assert_eq!(doc["sourceSpec"]["params"]["path"], "a/b.csv");
     }
 
@@ -648,7 +705,7 @@ mod tests {
         for (change, needle) in cases {
             let mut body = seed();
             change(&mut body);
-            let err = normalize(body).unwrap_err();
+            let err = normalize(body, &Limits::default()).unwrap_err();
             assert!(err.message.contains(needle), "{needle}: {}", err.message);
         }
         let too_many: Vec<Value> = (0..42)
@@ -656,12 +713,59 @@ mod tests {
             .collect();
         let mut body = seed();
         body["fields"] = json!(too_many);
-        assert!(normalize(body).unwrap_err().message.contains("1 to 41"));
+        assert!(normalize(body, &Limits::default())
+            .unwrap_err()
+            .message
+            .contains("1 to 41"));
+    }
+
+    #[test]
+    fn every_kept_string_and_list_is_bounded() {
+        let l = Limits {
+            max_name_chars: 30,
+            max_description_chars: 50,
+            max_id_chars: 10,
+            max_path_chars: 40,
+            max_labels: 2,
+            ..Limits::default()
+        };
+        type Change = fn(&mut Value);
+        let cases: Vec<(Change, &str)> = vec![
+            (|b| b["name"] = json!("n".repeat(31)), "Field 'name' is 31 characters long; at most 30 are allowed."),
+            (|b| b["description"] = json!("d".repeat(51)), "Field 'description' is 51 characters long; at most 50 are allowed."),
+            (|b| b["customAudienceId"] = json!("abcdefghijk"), "Field 'customAudienceId' is 11 characters long; at most 10 are allowed."),
+            (|b| b["namespace"] = json!("abcdefghijk"), "Field 'namespace' is 11 characters long; at most 10 are allowed."),
+            (|b| b["labels"] = json!(["a", "b", "c"]), "Field 'labels' holds 3 entries; at most 2 are allowed."),
+            (|b| b["tags"] = json!(["a", "abcdefghijk"]), "Field 'tags[1]' is 11 characters long; at most 10 are allowed."),
+            (|b| b["fields"][1]["name"] = json!("abcdefghijk"), "Field 'fields[1].name' is 11 characters long; at most 10 are allowed."),
+            (|b| b["fields"][0]["identityNs"] = json!("abcdefghijk"), "Field 'fields[0].identityNs' is 11 characters long; at most 10 are allowed."),
+            (|b| b["fields"][1]["labels"] = json!(["a", "b", "c"]), "Field 'fields[1].labels' holds 3 entries; at most 2 are allowed."),
+            (|b| b["sourceSpec"]["params"]["path"] = json!("p/".repeat(21)), "Field 'sourceSpec.params.path' is 42 characters long; at most 40 are allowed."),
+            (|b| b["sourceSpec"]["params"]["baseConnectionId"] = json!("abcdefghijk"), "Field 'sourceSpec.params.baseConnectionId' is 11 characters long; at most 10 are allowed."),
+        ];
+        let within = || {
+            let mut body = seed();
+            body["namespace"] = json!("ns");
+            body["fields"][1]["labels"] = json!(["core/C2"]);
+            body["fields"][3]["name"] = json!("consent");
+            body["sourceSpec"]["params"]["baseConnectionId"] = json!("conn-1");
+            body
+        };
+        assert!(normalize(within(), &l).is_ok());
+        for (change, message) in cases {
+            let mut body = within();
+            change(&mut body);
+            let err = normalize(body, &l).unwrap_err();
+            assert_eq!(err.code, crate::error::Code::AisValidation);
+            assert_eq!(err.message, message);
+        }
     }
 
     #[test]
     fn patch_merges_fields_and_guards_immutables() {
-        let doc = normalize(seed()).unwrap();
+        let doc = normalize(seed(), &Limits::default()).unwrap();
+        let limits = Limits::default();
+        let patched = |doc: &Map<String, Value>, patch: Value| patched(doc, patch, &limits);
         let out = patched(
             &doc,
             json!({"fields": [{"name": "delete", "type": "long"}, {"name": "extra", "type": "date"}], "ttlInDays": 10}),

@@ -1,7 +1,8 @@
 //! The audience list query: parameters, their rules, and the whitelists of sortable and filterable
 //! fields. Storage turns a [`ListQuery`] into SQL using only the column names declared here.
 
-use crate::error::ApiError;
+use super::limits::check_chars;
+use crate::{config::Limits, error::ApiError};
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 1000;
@@ -140,11 +141,16 @@ pub struct ListQuery {
     pub entity_type: Option<String>,
     /// The caller's parameters other than paging, kept to build `_links.next`.
     pub passthrough: Vec<(String, String)>,
+    /// The page ends before the audience that would take its JSON past this many bytes
+    /// (`MAX_LIST_PAGE_BYTES`); it always holds at least one audience.
+    pub page_bytes: usize,
 }
 
 impl ListQuery {
-    /// Parses a form-encoded query string (`+` is a space). Every bad parameter is a 400 naming it.
-    pub fn parse(query: &str) -> Result<Self, ApiError> {
+    /// Parses a form-encoded query string (`+` is a space). Every bad parameter is a 400 naming it,
+    /// and so is one past a bound: more `property` filters than `MAX_LIST_FILTERS`, or a filter
+    /// value longer than the field it is compared with may be.
+    pub fn parse(query: &str, limits: &Limits) -> Result<Self, ApiError> {
         let mut q = ListQuery {
             start: 0,
             limit: DEFAULT_LIMIT,
@@ -155,6 +161,7 @@ impl ListQuery {
             description: None,
             entity_type: None,
             passthrough: Vec::new(),
+            page_bytes: limits.max_list_page_bytes,
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let (key, value) = (key.into_owned(), value.into_owned());
@@ -174,6 +181,7 @@ impl ListQuery {
                     "must not contain the character U+0000",
                 ));
             }
+            check_value_length(&key, &value, limits)?;
             match key.as_str() {
                 "start" => {
                     q.start = value
@@ -218,7 +226,15 @@ impl ListQuery {
                         }
                     };
                 }
-                "property" => q.properties.push(parse_property(&value)?),
+                "property" => {
+                    if q.properties.len() == limits.max_list_filters {
+                        return Err(ApiError::limit(format!(
+                            "Query parameter 'property' is repeated more than {0} times; at most {0} filters are allowed.",
+                            limits.max_list_filters
+                        )));
+                    }
+                    q.properties.push(parse_property(&value)?)
+                }
                 "name" => q.name = Some(value.clone()),
                 "description" => q.description = Some(value.clone()),
                 "entityType" => {
@@ -277,6 +293,25 @@ impl ListQuery {
     }
 }
 
+/// A filter value longer than the field it matches can hold is refused: it could match nothing,
+/// and long patterns only cost time. `property` carries its field name, so it gets the longer
+/// of the two bounds it may meet.
+fn check_value_length(key: &str, value: &str, limits: &Limits) -> Result<(), ApiError> {
+    let max = match key {
+        "name" => limits.max_name_chars,
+        "description" => limits.max_description_chars,
+        "entityType" | "sort" | "start" | "limit" => limits.max_id_chars,
+        "property" => limits.max_name_chars.max(limits.max_id_chars) + "audienceId==".len(),
+        _ => return Ok(()),
+    };
+    check_chars(key, value, max).map_err(|_| {
+        ApiError::limit(format!(
+            "Query parameter '{key}' is {} characters long; at most {max} are allowed.",
+            value.chars().count()
+        ))
+    })
+}
+
 fn parse_property(value: &str) -> Result<PropertyFilter, ApiError> {
     let (field, equals, rest) = if let Some((f, v)) = value.split_once("==") {
         (f, true, v)
@@ -314,7 +349,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let q = ListQuery::parse("").unwrap();
+        let q = ListQuery::parse("", &Limits::default()).unwrap();
         assert_eq!(
             (q.start, q.limit, q.sort, q.descending),
             (0, 20, SortField::UpdateTime, true)
@@ -326,6 +361,7 @@ mod tests {
     fn form_encoding_and_property_operators() {
         let q = ListQuery::parse(
             "property=name%3D%3DMy+audience&property=lifecycleState!=draft&name=a+b",
+            &Limits::default(),
         )
         .unwrap();
         assert_eq!(
@@ -353,14 +389,41 @@ mod tests {
             ("property=name~x", "'property'"),
             ("property=color==x", "'property'"),
         ] {
-            let err = ListQuery::parse(query).unwrap_err();
+            let err = ListQuery::parse(query, &Limits::default()).unwrap_err();
             assert!(err.message.contains(name), "{query}: {}", err.message);
         }
     }
 
     #[test]
+    fn filters_are_bounded_in_number_and_length() {
+        let limits = Limits {
+            max_list_filters: 2,
+            max_name_chars: 5,
+            ..Limits::default()
+        };
+        let three = "property=name==a&property=name==b&property=name==c";
+        let err = ListQuery::parse(three, &limits).unwrap_err();
+        assert_eq!(err.code, crate::error::Code::LimitExceeded);
+        assert_eq!(
+            err.message,
+            "Query parameter 'property' is repeated more than 2 times; at most 2 filters are allowed."
+        );
+        assert!(ListQuery::parse("property=name==a&property=name==b", &limits).is_ok());
+        let err = ListQuery::parse("name=abcdef", &limits).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Query parameter 'name' is 6 characters long; at most 5 are allowed."
+        );
+        assert!(ListQuery::parse("name=abcde", &limits).is_ok());
+    }
+
+    #[test]
     fn next_link_keeps_filters() {
-        let q = ListQuery::parse("limit=2&name=x+y&property=namespace==aam&totalCount=5").unwrap();
+        let q = ListQuery::parse(
+            "limit=2&name=x+y&property=namespace==aam&totalCount=5",
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(
             q.link_query(2),
             "start=2&limit=2&sort=updateTime:desc&name=x+y&property=namespace%3D%3Daam"

@@ -5,6 +5,8 @@ pub mod clock;
 pub mod external;
 pub mod identity;
 pub mod lifecycle;
+pub mod limits;
 pub mod listing;
+pub mod patch;
 
 pub use identity::{Caller, Sandbox, Tenant};

@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    config::Limits,
     domain::{
         audience::{self, Audience, EXTERNAL_SEGMENT},
         clock::Clock,
@@ -24,12 +25,13 @@ use crate::{
 
 use super::{audiences, retry};
 
-/// What AIS requests need besides the pool: the clock and the run guardrails.
+/// What AIS requests need besides the pool: the clock, the run guardrails and the input bounds.
 #[derive(Clone, Debug)]
 pub struct AisConfig {
     pub clock: Clock,
     pub runs_per_sandbox_per_day: i64,
     pub runs_per_audience: i64,
+    pub limits: Limits,
 }
 
 pub fn epoch_ms(t: DateTime<Utc>) -> i64 {
@@ -55,6 +57,7 @@ fn parse_json(text: &str) -> Value {
 /// `{name, description?, namespace, originName, audienceId?}`.
 pub async fn create_meta_only(
     pool: &PgPool,
+    cfg: &AisConfig,
     tenant: &Tenant,
     caller: &Caller,
     body: Value,
@@ -92,6 +95,7 @@ pub async fn create_meta_only(
     doc.insert("lifecycleState".into(), json!("published"));
     let id = Uuid::new_v4();
     let fields = audience::new_fields(Value::Object(doc), id).map_err(to_ais)?;
+    fields.check_bounds(&cfg.limits).map_err(to_ais)?;
     let created = Audience::create(id, fields, caller, Vec::new());
     let mut tx = pool.begin().await?;
     storage::audiences::insert(&mut tx, tenant, &created)
@@ -109,7 +113,9 @@ pub async fn create_meta_only(
 fn to_ais(e: ApiError) -> ApiError {
     match e.code {
         Code::AudienceConflict => ApiError::new(Code::AisConflict, e.message),
-        Code::BadBody | Code::AudienceInvalid => ApiError::ais_invalid(e.message),
+        Code::BadBody | Code::AudienceInvalid | Code::LimitExceeded => {
+            ApiError::ais_invalid(e.message)
+        }
         _ => e,
     }
 }
@@ -123,7 +129,7 @@ pub async fn create_external(
     caller: &Caller,
     body: Value,
 ) -> Result<Value, ApiError> {
-    let doc = external::normalize(body)?;
+    let doc = external::normalize(body, &cfg.limits)?;
     let name = doc["name"].as_str().unwrap_or_default().to_owned();
     let custom = doc
         .get("customAudienceId")
@@ -272,7 +278,7 @@ async fn patch_external_once(
             "stored spec is not an object"
         )));
     };
-    let doc = external::patched(&current, patch)?;
+    let doc = external::patched(&current, patch, &cfg.limits)?;
     let now = cfg.clock.now();
     let spec = Value::Object(doc.clone()).to_string();
     storage::ais::update_spec(&mut tx, tenant, row.id, &spec, caller, now).await?;

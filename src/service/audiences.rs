@@ -6,9 +6,11 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    config::Limits,
     domain::{
         audience::{self, Audience, ClientFields},
         lifecycle::Lifecycle,
+        limits::check_chars,
         listing::ListQuery,
         Caller, Tenant,
     },
@@ -58,12 +60,14 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<StoredAudie
 
 pub async fn create(
     pool: &PgPool,
+    limits: &Limits,
     tenant: &Tenant,
     caller: &Caller,
     body: Value,
 ) -> Result<Written, ApiError> {
     let id = Uuid::new_v4();
     let fields = audience::new_fields(body, id)?;
+    fields.check_bounds(limits)?;
     if !fields.has_references() {
         // Nothing else to read or update: the insert alone is the transaction.
         let created = Audience::create(id, fields, caller, Vec::new());
@@ -122,8 +126,10 @@ fn rows_to_lock(current: &Audience, fields: &ClientFields) -> Vec<Uuid> {
     ids
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn replace(
     pool: &PgPool,
+    limits: &Limits,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -131,13 +137,15 @@ pub async fn replace(
     body: Value,
 ) -> Result<Written, ApiError> {
     update_with(pool, tenant, caller, id, if_match, |current| {
-        audience::replaced_fields(current, body.clone())
+        audience::replaced_fields(current, body.clone(), limits)
     })
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn patch(
     pool: &PgPool,
+    limits: &Limits,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -145,7 +153,7 @@ pub async fn patch(
     ops: Value,
 ) -> Result<Written, ApiError> {
     update_with(pool, tenant, caller, id, if_match, |current| {
-        audience::patched_fields(current, tenant, ops.clone())
+        audience::patched_fields(current, tenant, ops.clone(), limits)
     })
     .await
 }
@@ -461,8 +469,9 @@ pub async fn list(
     Ok(storage::audiences::list(pool, tenant, q).await?)
 }
 
-/// The ids of a bulk-get body: `{"ids": [{"id": ".."}]}` or `{"ids": [".."]}`, 1 to 100 of them.
-pub fn bulk_get_ids(body: &Value) -> Result<Vec<String>, ApiError> {
+/// The ids of a bulk-get body: `{"ids": [{"id": ".."}]}` or `{"ids": [".."]}`, 1 to 100 of them,
+/// each at most `MAX_ID_CHARS` long (they are echoed in the answer).
+pub fn bulk_get_ids(body: &Value, limits: &Limits) -> Result<Vec<String>, ApiError> {
     let Some(items) = body.get("ids").and_then(Value::as_array) else {
         return Err(ApiError::bad_body(
             "Field 'ids' is required and must be an array of ids or of {\"id\": ...} objects.",
@@ -479,26 +488,39 @@ pub fn bulk_get_ids(body: &Value) -> Result<Vec<String>, ApiError> {
     }
     items
         .iter()
-        .map(|item| {
-            item.as_str()
+        .enumerate()
+        .map(|(i, item)| {
+            let id = item
+                .as_str()
                 .or_else(|| item.get("id").and_then(Value::as_str))
-                .map(str::to_owned)
                 .ok_or_else(|| {
                     ApiError::bad_body(
                         "Each entry of 'ids' must be a string or an object {\"id\": \"...\"}.",
                     )
-                })
+                })?;
+            check_chars(&format!("ids[{i}]"), id, limits.max_id_chars).map_err(ApiError::limit)?;
+            Ok(id.to_owned())
         })
         .collect()
 }
 
-/// Found audiences by id, as rendered bodies.
+/// Found audiences by id, as rendered bodies. The answer holds every audience asked for or none:
+/// when they would pass the byte budget of a list page (`MAX_LIST_PAGE_BYTES`) the call is refused
+/// before any body is read, so the client can ask for fewer at once.
 pub async fn bulk_get(
     pool: &PgPool,
+    limits: &Limits,
     tenant: &Tenant,
     ids: &[String],
 ) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let uuids: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+    let bytes = storage::audiences::body_bytes(pool, tenant, &uuids).await?;
+    if usize::try_from(bytes).unwrap_or(usize::MAX) > limits.max_list_page_bytes {
+        return Err(ApiError::limit(format!(
+            "Field 'ids': the audiences asked for are {bytes} bytes of JSON; at most {} are sent at once. Ask for fewer ids per call.",
+            limits.max_list_page_bytes
+        )));
+    }
     let found = storage::audiences::bulk_get(pool, tenant, &uuids).await?;
     Ok(ids
         .iter()

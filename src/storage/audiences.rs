@@ -287,18 +287,26 @@ pub async fn refresh_dependents(
 pub struct Page {
     /// The page's audiences, already rendered and joined with commas.
     pub children: String,
+    /// How many audiences `children` holds: `limit`, or fewer at the end of the list or when the
+    /// page's byte budget ended it early.
+    pub count: i64,
     pub total: i64,
 }
 
 /// Lists a page. Column names come only from the whitelists in `domain::listing`; every value is
 /// a bound parameter. The page and the count are one statement, one round trip.
+///
+/// The page's bodies are read one by one in page order (`walk`), adding up their lengths, and the
+/// walk stops at the first body that passes `q.page_bytes`: that one and the rest are left out
+/// (the first body is always kept), so neither the database nor the server holds more than the
+/// budget and one body, whatever `limit` says.
 pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result<Page> {
     let mut filters = String::from("sandbox_id = $1");
     let mut values: Vec<String> = Vec::new();
     let mut push = |filters: &mut String, clause: &str, value: String| {
         values.push(value);
-        // $1..$3 are the sandbox, offset and limit.
-        filters.push_str(&clause.replace('?', &format!("${}", values.len() + 3)));
+        // $1..$4 are the sandbox, offset, limit and byte budget.
+        filters.push_str(&clause.replace('?', &format!("${}", values.len() + 4)));
     };
     if q.hides_inactive() {
         filters.push_str(" AND lifecycle_state <> 'inactive'");
@@ -337,22 +345,39 @@ pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result
             .to_owned()
     };
     let sql = format!(
-        "WITH page AS MATERIALIZED (
+        "WITH RECURSIVE page AS MATERIALIZED (
              SELECT id, {column} AS k FROM audiences WHERE {filters}
-             ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3)
-         SELECT ({count}),
-                coalesce((SELECT string_agg(a.body::text, ',' ORDER BY p.k {dir}, p.id {dir})
-                          FROM page p JOIN audiences a ON a.id = p.id), '')"
+             ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3),
+         ordered AS MATERIALIZED (
+             SELECT array_agg(id ORDER BY k {dir}, id {dir}) AS ids FROM page),
+         walk (n, body, bytes) AS (
+             SELECT 1, b.body, octet_length(b.body)::bigint
+             FROM ordered, LATERAL (SELECT a.body::text AS body FROM audiences a
+                                    WHERE a.sandbox_id = $1 AND a.id = ordered.ids[1]) b
+             UNION ALL
+             SELECT w.n + 1, b.body, w.bytes + 1 + octet_length(b.body)
+             FROM walk w, ordered, LATERAL (SELECT a.body::text AS body FROM audiences a
+                                            WHERE a.sandbox_id = $1 AND a.id = ordered.ids[w.n + 1]) b
+             WHERE w.bytes <= $4),
+         kept AS (SELECT n, body FROM walk WHERE n = 1 OR bytes <= $4)
+         SELECT ({count}), (SELECT count(*) FROM kept),
+                coalesce((SELECT string_agg(body, ',' ORDER BY n) FROM kept), '')"
     );
-    let mut query = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql))
+    let budget = i64::try_from(q.page_bytes).unwrap_or(i64::MAX);
+    let mut query = sqlx::query_as::<_, (i64, i64, String)>(AssertSqlSafe(sql))
         .bind(tenant.sandbox_id())
         .bind(q.start)
-        .bind(q.limit);
+        .bind(q.limit)
+        .bind(budget);
     for v in &values {
         query = query.bind(v);
     }
-    let (total, children) = query.fetch_one(pool).await?;
-    Ok(Page { children, total })
+    let (total, count, children) = query.fetch_one(pool).await?;
+    Ok(Page {
+        children,
+        count,
+        total,
+    })
 }
 
 fn contains_pattern(needle: &str) -> String {
@@ -361,6 +386,18 @@ fn contains_pattern(needle: &str) -> String {
         .replace('%', "\\%")
         .replace('_', "\\_");
     format!("%{escaped}%")
+}
+
+/// The bytes of the rendered bodies of those of `ids` that exist in the tenant.
+pub async fn body_bytes(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(octet_length(body::text)), 0)::bigint FROM audiences
+         WHERE sandbox_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(ids)
+    .fetch_one(pool)
+    .await
 }
 
 /// The rendered bodies of those of `ids` that exist in the tenant.

@@ -7,16 +7,36 @@ pub mod sandboxes;
 
 use std::time::Duration;
 
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+use crate::config::DbTimeouts;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// A pool of at most `max_connections` connections to `url`, each opened with `timeouts` as its
+/// session settings (sent in the startup packet, so they hold from the first statement on).
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    timeouts: &DbTimeouts,
+) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.options([
+        ("statement_timeout", timeouts.statement_ms),
+        ("lock_timeout", timeouts.lock_ms),
+        (
+            "idle_in_transaction_session_timeout",
+            timeouts.idle_in_transaction_ms,
+        ),
+    ]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await?;
     Ok(pool)
 }
@@ -34,13 +54,16 @@ pub fn worker_pool(pool: &PgPool, max_connections: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Whether a database error aborted the transaction for a deadlock (40P01) or a serialization
-/// failure (40001): running the whole transaction again may well succeed.
-pub fn is_retryable_conflict(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
-        _ => false,
-    }
+/// Applies the migrations on a connection of `pool` whose timeouts are lifted (a migration may
+/// rewrite a large table); the connection is closed afterwards rather than returned to the pool.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    let result = MIGRATOR.run(&mut *conn).await;
+    conn.close().await?;
+    Ok(result?)
 }
 
 /// The name of the constraint a database error violated, if any.
@@ -48,5 +71,64 @@ pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
     match e {
         sqlx::Error::Database(db) => db.constraint(),
         _ => None,
+    }
+}
+
+/// The SQLSTATE of a database error, if it is one.
+fn sqlstate(e: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    match e {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    }
+}
+
+/// Whether the transaction lost to a concurrent one (deadlock `40P01`, serialization failure
+/// `40001`) and may simply be run again.
+pub fn is_retryable_conflict(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001"))
+}
+
+/// Whether an error says the database cannot serve now, rather than that the request or the
+/// code is wrong: a timeout, a lost or refused connection, a shutting-down or overloaded server,
+/// or a conflict with a concurrent transaction. Such a request may succeed when retried later.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        _ => sqlstate(e).is_some_and(|code| unavailable_sqlstate(&code)),
+    }
+}
+
+/// The SQLSTATEs of [`is_unavailable`].
+fn unavailable_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        // query_canceled (statement_timeout), lock_not_available (lock_timeout),
+        // idle_in_transaction_session_timeout, admin/crash shutdown, cannot connect now,
+        // deadlock and serialization failures.
+        "57014" | "55P03" | "25P03" | "57P01" | "57P02" | "57P03" | "57P05" | "40P01" | "40001"
+    ) || code.starts_with("08") // connection exceptions
+        || code.starts_with("53") // insufficient resources: disk full, out of memory, too many connections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_sqlstate;
+
+    #[test]
+    fn timeouts_and_lost_connections_are_unavailable_but_bad_data_is_not() {
+        for code in [
+            "57014", "55P03", "25P03", "57P01", "57P02", "57P03", "08006", "08003", "53100",
+            "53300", "40P01", "40001",
+        ] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "22P02", "54000", "42P01", "XX000"] {
+            assert!(!unavailable_sqlstate(code), "{code}");
+        }
     }
 }

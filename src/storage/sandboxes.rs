@@ -1,43 +1,88 @@
-//! Sandboxes, registered on first use.
+//! Sandboxes, registered on first use, at most a set number per organisation.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::Sandbox;
 
-/// The sandbox `name` of `org`, registered now if this is its first use. Concurrent first uses
-/// agree on one id: the insert is a no-op when another request won.
-pub async fn register(pool: &PgPool, org_id: &str, name: &str) -> sqlx::Result<Sandbox> {
+/// What registering a sandbox name came to.
+pub enum Registered {
+    Sandbox(Sandbox),
+    /// The name is new and the organisation already has its maximum of sandboxes.
+    OrgFull,
+}
+
+/// The sandbox `name` of `org`, registered now if this is its first use and the organisation has
+/// fewer than `max_per_org` sandboxes. A known name costs one read. A new one is registered under
+/// a transaction-scoped advisory lock on the organisation, so concurrent first uses of different
+/// names are counted one after the other and cannot pass the cap together; concurrent first uses
+/// of the same name agree on one id.
+pub async fn register(
+    pool: &PgPool,
+    org_id: &str,
+    name: &str,
+    max_per_org: i64,
+) -> sqlx::Result<Registered> {
+    let known = {
+        let mut conn = pool.acquire().await?;
+        find(&mut conn, org_id, name).await?
+    };
+    if let Some(sandbox) = known {
+        return Ok(Registered::Sandbox(sandbox));
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 8))")
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+    // Read again under the lock: another request may have registered it meanwhile.
+    if let Some(sandbox) = find(&mut tx, org_id, name).await? {
+        return Ok(Registered::Sandbox(sandbox));
+    }
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM sandboxes WHERE org_id = $1")
+        .bind(org_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if count >= max_per_org {
+        return Ok(Registered::OrgFull);
+    }
     let (sandbox_type, is_default) = Sandbox::kind_for(name);
-    // The statement's snapshot cannot see a row that a concurrent first use committed while this
-    // insert waited on it; the second try reads it.
-    for _ in 0..2 {
-        let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
-        "WITH inserted AS (
-             INSERT INTO sandboxes (sandbox_id, org_id, name, sandbox_type, is_default)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (org_id, name) DO NOTHING
-             RETURNING sandbox_id, name, sandbox_type, is_default)
-         SELECT sandbox_id, name, sandbox_type, is_default FROM inserted
-         UNION ALL
-         SELECT sandbox_id, name, sandbox_type, is_default FROM sandboxes WHERE org_id = $2 AND name = $3
-         LIMIT 1",
+    let sandbox = Sandbox {
+        sandbox_id: Uuid::new_v4(),
+        name: name.to_owned(),
+        sandbox_type: sandbox_type.to_owned(),
+        is_default,
+    };
+    sqlx::query(
+        "INSERT INTO sandboxes (sandbox_id, org_id, name, sandbox_type, is_default)
+         VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(Uuid::new_v4())
+    .bind(sandbox.sandbox_id)
     .bind(org_id)
     .bind(name)
     .bind(sandbox_type)
     .bind(is_default)
-        .fetch_optional(pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(Sandbox {
-                sandbox_id: row.0,
-                name: row.1,
-                sandbox_type: row.2,
-                is_default: row.3,
-            });
-        }
-    }
-    Err(sqlx::Error::RowNotFound)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Registered::Sandbox(sandbox))
+}
+
+async fn find(conn: &mut PgConnection, org_id: &str, name: &str) -> sqlx::Result<Option<Sandbox>> {
+    let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
+        "SELECT sandbox_id, name, sandbox_type, is_default FROM sandboxes
+         WHERE org_id = $1 AND name = $2",
+    )
+    .bind(org_id)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(
+        row.map(|(sandbox_id, name, sandbox_type, is_default)| Sandbox {
+            sandbox_id,
+            name,
+            sandbox_type,
+            is_default,
+        }),
+    )
 }

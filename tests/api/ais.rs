@@ -9,7 +9,7 @@ use std::{
 };
 
 use audience_server::{
-    config::Settings,
+    config::{DbTimeouts, Settings},
     domain::clock::Clock,
     storage,
     worker::{Worker, WorkerConfig},
@@ -68,7 +68,9 @@ impl Ais {
 
     /// A worker with its configuration adjusted by `tweak`.
     pub async fn worker_with(&self, id: &str, tweak: impl FnOnce(&mut WorkerConfig)) -> Worker {
-        let pool = storage::connect(&self.app.database_url, 3).await.unwrap();
+        let pool = storage::connect(&self.app.database_url, 3, &DbTimeouts::none())
+            .await
+            .unwrap();
         let mut cfg = WorkerConfig {
             id: id.into(),
             landing_dir: self.landing.clone(),

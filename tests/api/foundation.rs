@@ -365,12 +365,15 @@ async fn created_by_comes_from_the_token() {
     assert_eq!(patched["createdBy"], "alice@AdobeID");
 }
 
+/// A secret of the length `verify` mode requires (32 bytes or more).
+const STAGING_SECRET: &str = "staging-secret-of-at-least-32-bytes";
+
 #[tokio::test]
 async fn verify_mode_binds_tokens_to_orgs() {
     use audience_server::config::{AuthMode, Secret};
     let app = TestApp::spawn_with(|s| {
         s.auth_mode = AuthMode::Verify;
-        s.jwt_secret = Some(Secret("staging-secret".into()));
+        s.jwt_secret = Some(Secret(STAGING_SECRET.into()));
     })
     .await;
     let token = |org: &str, secret: &str| {
@@ -388,13 +391,11 @@ async fn verify_mode_binds_tokens_to_orgs() {
             .send()
     };
     assert_eq!(
-        call(token(ORG, "staging-secret")).await.unwrap().status(),
+        call(token(ORG, STAGING_SECRET)).await.unwrap().status(),
         200
     );
     gateway_error(
-        call(token("OTHER@AdobeOrg", "staging-secret"))
-            .await
-            .unwrap(),
+        call(token("OTHER@AdobeOrg", STAGING_SECRET)).await.unwrap(),
         403,
         "403025",
         "Profile is not valid",

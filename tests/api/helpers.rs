@@ -12,7 +12,11 @@ use std::{
     time::Duration,
 };
 
-use audience_server::{config::Settings, startup::Application, storage};
+use audience_server::{
+    config::{DbTimeouts, Settings},
+    startup::Application,
+    storage,
+};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection, PgPool};
@@ -197,13 +201,13 @@ impl TestApp {
         settings.http_workers = Some(1);
         settings.db_pool_size = 4;
         tweak(&mut settings);
-        let pool = storage::connect(&database_url, 2).await.unwrap();
-        let app = Application::with_pool(
-            settings,
-            storage::connect(&database_url, 4).await.unwrap(),
-            None,
-        )
-        .expect("the server builds");
+        let pool = storage::connect(&database_url, 2, &DbTimeouts::none())
+            .await
+            .unwrap();
+        let server_pool = storage::connect(&database_url, 4, &settings.db_timeouts)
+            .await
+            .unwrap();
+        let app = Application::with_pool(settings, server_pool, None).expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());

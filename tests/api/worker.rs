@@ -8,7 +8,7 @@ use std::{
 };
 
 use audience_server::{
-    config::Settings,
+    config::{DbTimeouts, Settings},
     domain::clock::Clock,
     storage,
     worker::{Worker, WorkerConfig},
@@ -350,7 +350,9 @@ async fn worker_child() {
         eprintln!("worker_child runs only as the child of a_killed_worker_loses_nothing");
         return;
     };
-    let pool = storage::connect(&url, 3).await.unwrap();
+    let pool = storage::connect(&url, 3, &DbTimeouts::none())
+        .await
+        .unwrap();
     let w = Worker::new(
         pool,
         WorkerConfig {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use audience_server::{
-    config::Settings,
+    config::{DbTimeouts, Settings},
     domain::clock::Clock,
     startup::Application,
     storage,
@@ -268,7 +268,9 @@ async fn aborting_worker_child() {
     // The parent's clock has been moved forward; this one follows it.
     let clock = Clock::adjustable();
     clock.advance(Duration::milliseconds(offset_ms.parse().unwrap()));
-    let pool = storage::connect(&url, 3).await.unwrap();
+    let pool = storage::connect(&url, 3, &DbTimeouts::none())
+        .await
+        .unwrap();
     let w = Worker::new(
         pool.clone(),
         WorkerConfig {
@@ -619,12 +621,16 @@ async fn http_never_waits_for_a_connection_behind_the_worker() {
     settings.worker_db_pool_size = 2;
     settings.landing_dir = Some(landing);
     // The HTTP side gets one connection; the worker has its own.
-    let app = Application::with_pool(settings, storage::connect(&url, 1).await.unwrap(), None)
-        .expect("the server builds");
+    let http_pool = storage::connect(&url, 1, &settings.db_timeouts)
+        .await
+        .unwrap();
+    let app = Application::with_pool(settings, http_pool, None).expect("the server builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
-    let admin = storage::connect(&url, 2).await.unwrap();
+    let admin = storage::connect(&url, 2, &DbTimeouts::none())
+        .await
+        .unwrap();
     // The worker's statements on the job table now wait for this lock, holding their connections.
     let mut blocker = admin.begin().await.unwrap();
     sqlx::query("LOCK TABLE ais_jobs IN ACCESS EXCLUSIVE MODE")
