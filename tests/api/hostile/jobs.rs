@@ -620,6 +620,9 @@ async fn http_never_waits_for_a_connection_behind_the_worker() {
     settings.worker_poll_ms = 20;
     settings.worker_db_pool_size = 2;
     settings.landing_dir = Some(landing);
+    // No lock timeout: the worker's connections stay stuck for as long as the lock is held, as
+    // they would behind a long ingestion statement.
+    settings.db_timeouts = DbTimeouts::none();
     // The HTTP side gets one connection; the worker has its own.
     let http_pool = storage::connect(&url, 1, &settings.db_timeouts)
         .await
