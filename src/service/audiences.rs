@@ -345,7 +345,7 @@ async fn delete_cascade_once(
     let mut tx = pool.begin().await?;
     // 3. The external audience, if the audience has one.
     let external = storage::ais::get_external(&mut tx, tenant, id, true).await?;
-    if matches!(via, DeleteVia::Ais) && !external.as_ref().is_some_and(|e| e.state == "ready") {
+    if matches!(via, DeleteVia::Ais) && external.as_ref().is_none_or(|e| e.state != "ready") {
         return Ok(Some(false));
     }
     // 4. The audience and the audiences it references, in id order.

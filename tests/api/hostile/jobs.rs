@@ -789,7 +789,7 @@ async fn parallel_writes_referencing_one_parent_never_deadlock() {
     for round in 0..ROUNDS {
         let barrier = Arc::new(Barrier::new(2 * WRITERS));
         let mut tasks = Vec::new();
-        for i in 0..WRITERS {
+        for (i, child) in children.iter().enumerate() {
             // A new audience referencing the parent.
             let req = app.ups(Method::POST, "/audiences").json(&json!({
                 "name": format!("new {round} {i}"),
@@ -805,10 +805,10 @@ async fn parallel_writes_referencing_one_parent_never_deadlock() {
             let value = if (round + i) % 2 == 0 {
                 format!("inSegment(\"{p}\") and inSegment(\"{o}\")")
             } else {
-                format!("inSegment(\"{o}\") or inSegment(\"{p}\") and y = {round}")
+                format!("inSegment(\"{p}\") and y = {round}")
             };
             let req = app
-                .ups(Method::PUT, &format!("/audiences/{}", children[i]))
+                .ups(Method::PUT, &format!("/audiences/{child}"))
                 .json(&json!({"name": format!("child {i}"), "expression": expression(value)}));
             let barrier_u = barrier.clone();
             tasks.push(tokio::spawn(async move {
@@ -829,4 +829,19 @@ async fn parallel_writes_referencing_one_parent_never_deadlock() {
         parent["dependents"].as_array().unwrap().len(),
         created + WRITERS
     );
+    // The other parent lists exactly the children whose last write referenced it.
+    let other: Value = app.get_audience(&o).await.json().await.unwrap();
+    let mut listed: Vec<&str> = other["dependents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<&str> = (0..WRITERS)
+        .filter(|i| (ROUNDS - 1 + i) % 2 == 0)
+        .map(|i| children[i].as_str())
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
 }
