@@ -317,7 +317,8 @@ pub(crate) enum DeleteVia<'a> {
 /// Here: 3, then 4 (the audience and the audiences it references, whose `dependents` change),
 /// then 5 (deleted with the external audience). AIS PATCH: 3, 4. Run creation: 3, then the
 /// sandbox's run lock, then inserts. UPS create and update: 4. The worker: audience creation 1,
-/// 2, 3, 4; staging 1, 5; the profile step's batches 1, its switch 1, 3, 4, 5; TTL expiry 3, 4.
+/// 2, 3, 4; the profile step's batches 1, its switch 1, 3, 4, 5; TTL expiry 3, 4 (staging takes
+/// no lock).
 /// Written down in docs/AIS.md too.
 pub(crate) async fn delete_cascade(
     pool: &PgPool,

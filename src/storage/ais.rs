@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{jobs, jobs::Job, violated_constraint};
+use super::{jobs::Job, violated_constraint};
 use crate::{
     domain::{external::RunSort, Caller, Sandbox, Tenant},
     error::{ApiError, Code},
@@ -444,10 +444,10 @@ pub enum Staging {
 }
 
 /// Adds a batch of identities read by a run under the job's claim, through `COPY` (several times
-/// faster than row inserts for large files). Call it in a transaction of its own: it share-locks
-/// the job (while the claim is still ours) and then key-share-locks the run (while it exists and
-/// is in progress), so no row is ever staged under a replaced claim or for a deleted run. Lock
-/// order: job, then run (see `service::audiences::delete_cascade`).
+/// faster than row inserts for large files), if the claim is still the worker's and the run still
+/// in progress. The checks take no lock, so a worker that died in the middle of a batch never
+/// holds up a takeover or a delete: a batch that lands just after one is staged under a claim or
+/// for a run nobody wants any more, which makes it garbage for the maintenance sweep (see below).
 pub async fn stage_members(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -455,18 +455,21 @@ pub async fn stage_members(
     run_id: Uuid,
     identities: &[String],
 ) -> sqlx::Result<Staging> {
-    if !jobs::hold_shared(conn, job).await? {
-        return Ok(Staging::NotOurs);
-    }
-    let run: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM ais_runs WHERE sandbox_id = $1 AND id = $2 AND status = 'PROCESSING'
-         FOR KEY SHARE",
+    let (ours, running): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL),
+                EXISTS (SELECT 1 FROM ais_runs
+                        WHERE sandbox_id = $3 AND id = $4 AND status = 'PROCESSING')",
     )
+    .bind(job.id)
+    .bind(job.claim)
     .bind(tenant.sandbox_id())
     .bind(run_id)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if run.is_none() {
+    if !ours {
+        return Ok(Staging::NotOurs);
+    }
+    if !running {
         return Ok(Staging::RunGone);
     }
     if identities.is_empty() {
@@ -630,7 +633,8 @@ pub async fn purge_finished_operations(
 //   on the run (only the run's own open job adds to it, and only its closing transaction can
 //   make the audience point at it);
 // - a staged set (run, claim) when no open job of the run holds the claim or reads it as its
-//   staged claim (rows are only staged while the job holds the claim, share-locked).
+//   staged claim (a claim, once replaced, never comes back; a batch checked just before its claim
+//   was replaced may still land afterwards, and is then garbage like the rest of the set).
 // A set that is garbage stays garbage, so deleting it batch by batch is safe. The sets are found
 // by walking the distinct keys of the tables' indexes, so no row can be left out.
 

@@ -135,20 +135,6 @@ pub async fn hold(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
     Ok(row.is_some())
 }
 
-/// Share-locks a job while its claimant writes staged rows under the claim; `false` when the
-/// claim is no longer ours. A takeover (a new claim) waits for the write to commit, so no row is
-/// staged under a claim that has been replaced.
-pub async fn hold_shared(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL FOR SHARE",
-    )
-    .bind(job.id)
-    .bind(job.claim)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.is_some())
-}
-
 /// Adds to the members a held job's profile step has stored and renews its lease, in the
 /// transaction of the batch that stored them; returns the new total.
 pub async fn add_members_stored(

@@ -398,11 +398,10 @@ impl Worker {
         let mut shown: Option<Instant> = None;
         while let Some((batch, counts)) = receiver.recv().await {
             if !batch.is_empty() {
-                // One transaction per batch, holding the claim (see `stage_members`).
-                let mut tx = self.pool.begin().await?;
-                let staging =
-                    storage::ais::stage_members(&mut tx, &tenant, job, run.id, &batch).await?;
-                tx.commit().await?;
+                let staging = {
+                    let mut conn = self.pool.acquire().await?;
+                    storage::ais::stage_members(&mut conn, &tenant, job, run.id, &batch).await?
+                };
                 match staging {
                     Staging::Staged => {}
                     Staging::NotOurs => return Ok(()),

@@ -425,8 +425,9 @@ async fn a_killed_worker_loses_nothing() {
     assert_eq!(done["details"][0]["recordsRead"], ROWS as u64);
     assert_eq!(done["details"][1]["profilesStored"], ROWS as u64);
     assert_eq!(t.members(&audience).await, ROWS as i64);
-    // What the dead child staged is no longer wanted: the maintenance sweep removes it.
+    // What the dead child staged is no longer wanted: the maintenance sweep removes it (a batch
+    // it had sent just before it died may have committed after the count above).
     let swept = w.maintain().await.unwrap().rows_swept;
-    assert_eq!(swept, staged as u64);
+    assert!(swept >= staged as u64, "{swept} < {staged}");
     assert_eq!(t.staged_rows().await, 0);
 }
