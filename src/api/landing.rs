@@ -82,7 +82,7 @@ fn ok(body: serde_json::Value) -> HttpResponse {
     operation_id = "getLandingZone",
     summary = "Retrieve a usable landing zone",
     description = "The sandbox's Data Landing Zone container and the days its files are kept. Every sandbox has exactly one zone, created on first use; a run of `POST /data/core/ais/external-audience/{audienceId}/runs` reads only its own sandbox's zone.",
-    params(("type" = ZoneType, Query, description = "`user_drop_zone`")),
+    params(("type" = inline(ZoneType), Query, description = "`user_drop_zone`")),
     responses(
         (status = 200, description = "The landing zone", body = LandingZone),
         (status = 400, description = "`type` is missing or not `user_drop_zone` (`1100-400`)", body = ErrorBody),
@@ -106,7 +106,7 @@ pub async fn get_landing_zone(
     operation_id = "getLandingZoneCredentials",
     summary = "Retrieve Data Landing Zone credentials",
     description = "A SAS token for the sandbox's container and the container URL with it. Upload with any Azure Blob client, e.g. `curl -X PUT -H \"x-ms-blob-type: BlockBlob\" --data-binary @file \"<PUBLIC_URL>/<storageAccountName>/dlz-user-container/<path>?<SASToken>\"`. The token grants read, write, delete and list on this container only, expires after 90 days (a read after the expiry issues a new one, as Adobe does), and stops working when the credentials are refreshed. The blob API itself (Azure's Put Blob, Put Block, Put Block List, Get Blob, Get Blob Properties, Delete Blob, List Blobs) is described in the project's docs/LANDING.md: it answers in Azure's XML, not in this document.",
-    params(("type" = ZoneType, Query, description = "`user_drop_zone`")),
+    params(("type" = inline(ZoneType), Query, description = "`user_drop_zone`")),
     responses(
         (status = 200, description = "The current credentials", body = LandingZoneCredentials),
         (status = 400, description = "`type` is missing or not `user_drop_zone` (`1100-400`)", body = ErrorBody),
@@ -137,8 +137,8 @@ pub async fn get_credentials(
     summary = "Update Data Landing Zone credentials",
     description = "Issues a new SAS token (valid 90 days) and revokes every earlier one of this sandbox: requests with an old token answer 403 `AuthenticationFailed`.",
     params(
-        ("type" = ZoneType, Query, description = "`user_drop_zone`"),
-        ("action" = CredentialsAction, Query, description = "`refresh`"),
+        ("type" = inline(ZoneType), Query, description = "`user_drop_zone`"),
+        ("action" = inline(CredentialsAction), Query, description = "`refresh`"),
     ),
     responses(
         (status = 200, description = "The new credentials", body = LandingZoneCredentials),
