@@ -155,8 +155,8 @@ impl Settings {
                 );
             }
         }
-        if self.landing_ttl_days < 1 {
-            anyhow::bail!("LANDING_TTL_DAYS must be at least 1");
+        if !(1..=36_500).contains(&self.landing_ttl_days) {
+            anyhow::bail!("LANDING_TTL_DAYS must be between 1 and 36500");
         }
         if self.landing_max_blob_bytes < 1
             || self.landing_max_files < 1

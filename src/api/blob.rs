@@ -297,6 +297,25 @@ fn check_conditions(
     Ok(Precondition::Proceed)
 }
 
+/// The zone the request's URL names, opened by the SAS token in its query for what it needs.
+async fn open_zone(
+    state: &AppState,
+    req: &HttpRequest,
+    account: &str,
+    needed: Permission,
+) -> Result<Zone, ApiError> {
+    authenticate(
+        &state.pool,
+        &state.landing_keys,
+        &state.landing,
+        account,
+        req.query_string(),
+        needed,
+    )
+    .await
+    .map_err(azure_error)
+}
+
 /// `/…/dlz-user-container/<blob>`: the blob operations.
 async fn blob(
     state: web::Data<AppState>,
@@ -312,16 +331,7 @@ async fn blob(
         (&Method::PUT, _) => Permission::Write,
         _ => Permission::Read,
     };
-    let zone = authenticate(
-        &state.pool,
-        &state.landing_keys,
-        &state.landing,
-        &account,
-        req.query_string(),
-        needed,
-    )
-    .await
-    .map_err(azure_error)?;
+    let zone = open_zone(&state, &req, &account, needed).await?;
     let name = blob_name(&raw)?;
     let limits = &state.landing.limits;
     match (method, comp) {
@@ -358,16 +368,7 @@ async fn container(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     } else {
         Permission::Read
     };
-    let zone = authenticate(
-        &state.pool,
-        &state.landing_keys,
-        &state.landing,
-        &account,
-        req.query_string(),
-        needed,
-    )
-    .await
-    .map_err(azure_error)?;
+    let zone = open_zone(&state, &req, &account, needed).await?;
     let method = req.method();
     match (method, restype, comp) {
         (&Method::GET, Some("container"), Some("list")) => {
@@ -479,6 +480,35 @@ async fn receive(
     })
 }
 
+/// Receives a request body into a new upload of `zone`, within the blob bound and the `room` the
+/// zone has left, and checks the `Content-MD5` the client sent, if any.
+async fn receive_upload(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    zone: &Zone,
+    limits: &Limits,
+    room: u64,
+) -> Result<(Upload, Received), ApiError> {
+    if content_length(req)?.is_some_and(|n| n > room) {
+        return Err(zone_limit(limits));
+    }
+    let z = zone.clone();
+    let upload = blocking(move || z.begin_upload())
+        .await?
+        .map_err(write_error)?;
+    let limit = limits.max_blob_bytes.min(room);
+    let received = receive(payload, &upload, limit, |len| {
+        if len > limits.max_blob_bytes {
+            blob_limit(limits)
+        } else {
+            zone_limit(limits)
+        }
+    })
+    .await?;
+    check_md5(req, &received.md5)?;
+    Ok((upload, received))
+}
+
 /// Checks a `Content-MD5` the client sent against what was received.
 fn check_md5(req: &HttpRequest, got: &[u8; 16]) -> Result<(), ApiError> {
     let Some(sent) = header(req.headers(), "content-md5") else {
@@ -555,23 +585,7 @@ async fn put_blob(
     check_conditions(req.headers(), existing.as_ref(), false)?;
     let freed = existing.map_or(0, |i| i.size);
     let room = room(&zone, limits, freed, existing.is_none()).await?;
-    if declared.is_some_and(|n| n > room) {
-        return Err(zone_limit(limits));
-    }
-    let z = zone.clone();
-    let upload = blocking(move || z.begin_upload())
-        .await?
-        .map_err(write_error)?;
-    let limit = limits.max_blob_bytes.min(room);
-    let received = receive(&mut payload, &upload, limit, |len| {
-        if len > limits.max_blob_bytes {
-            blob_limit(limits)
-        } else {
-            zone_limit(limits)
-        }
-    })
-    .await?;
-    check_md5(req, &received.md5)?;
+    let (upload, received) = receive_upload(req, &mut payload, &zone, limits, room).await?;
     let info = commit(req, &zone, &name, upload, limits).await?;
     Ok(azure(StatusCode::CREATED)
         .insert_header((header::ETAG, info.etag()))
@@ -670,23 +684,7 @@ async fn put_block(
         }
         other => other?,
     };
-    if declared.is_some_and(|n| n > room) {
-        return Err(zone_limit(limits));
-    }
-    let z = zone.clone();
-    let upload = blocking(move || z.begin_upload())
-        .await?
-        .map_err(write_error)?;
-    let limit = limits.max_blob_bytes.min(room);
-    let received = receive(&mut payload, &upload, limit, |len| {
-        if len > limits.max_blob_bytes {
-            blob_limit(limits)
-        } else {
-            zone_limit(limits)
-        }
-    })
-    .await?;
-    check_md5(req, &received.md5)?;
+    let (upload, received) = receive_upload(req, &mut payload, &zone, limits, room).await?;
     blocking(move || zone.stage_block(upload, &name, &block))
         .await?
         .map_err(write_error)?;

@@ -65,10 +65,10 @@ pub struct Scan {
 /// A name that leaves the zone, a symbolic link and another sandbox's file are all simply not
 /// there: the zone is the whole world of a run.
 pub fn select_files(
-    zone: Option<&Zone>,
+    zone: Option<Zone>,
     spec: &IngestSpec,
     window: (i64, i64),
-) -> Result<Vec<String>, String> {
+) -> Result<(Zone, Vec<String>), String> {
     let shown = format!("{}/{}", spec.source.cloud_dir, spec.source.path);
     let missing = || format!("The source path '{shown}' cannot be read: it does not exist.");
     let name = parse_blob_name(&shown).map_err(|rule| {
@@ -123,7 +123,7 @@ pub fn select_files(
             window.0, window.1
         ));
     }
-    Ok(selected)
+    Ok((zone, selected))
 }
 
 fn link(shown: &str) -> String {

@@ -360,8 +360,8 @@ impl Worker {
         }
 
         let window = (run.filter_start, run.filter_end);
-        let (zone, files) = match ingest::select_files(zone.as_ref(), &spec, window) {
-            Ok(files) => (zone, files),
+        let (zone, files) = match ingest::select_files(zone, &spec, window) {
+            Ok(selected) => selected,
             Err(message) => {
                 let scan = Scan {
                     failure: Some(message),
@@ -375,11 +375,10 @@ impl Worker {
 
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Vec<String>, Counts)>(2);
         let scan_spec = spec.clone();
-        let scanning = tokio::task::spawn_blocking(move || match zone {
-            Some(zone) => ingest::scan_files(&files, &zone, &scan_spec, &mut |batch, counts| {
+        let scanning = tokio::task::spawn_blocking(move || {
+            ingest::scan_files(&files, &zone, &scan_spec, &mut |batch, counts| {
                 sender.blocking_send((batch, counts.clone())).is_ok()
-            }),
-            None => Scan::default(),
+            })
         });
         // The first report is shown at once, later ones at most every 0.5 s.
         let mut shown: Option<Instant> = None;
