@@ -45,7 +45,7 @@ pub struct FieldSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SourceParams {
     /// A name in the sandbox's landing zone, relative to `<cloudType or DLZ>/`: Adobe's and
-    /// Azure's naming rules (no `..`, `.`, `\\`, absolute path or encoded traversal), no spaces.
+    /// Azure's naming rules (no `..`, `.`, `\`, absolute path or encoded traversal), no spaces.
     pub path: String,
     /// `file` (default) or `folder` (every `.csv` in it).
     #[serde(rename = "type")]

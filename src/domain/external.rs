@@ -367,7 +367,7 @@ fn normalize_source(value: Option<&Value>) -> Result<Value, ApiError> {
         )));
     }
     // The path names a file in the sandbox's landing zone: the zone's naming rules apply, which
-    // refuse absolute paths, '..', '\\' and encoded traversal.
+    // refuse absolute paths, '..', '\' and encoded traversal.
     if let Err(rule) = super::landing::parse_blob_name(&path) {
         return Err(invalid(format!(
             "Field '{prefix}.path' must be a valid name relative to the landing zone: {rule}."

@@ -866,3 +866,33 @@ fn an_upload_streams_to_disk_in_bounded_memory() {
     assert!(stdout.contains("1 passed"), "{stdout}");
     assert!(stdout.contains("peak RSS growth"), "{stdout}");
 }
+
+/// The signing key is made once, however many servers race to make it, and every replica on the
+/// database honours the tokens of the others.
+#[tokio::test]
+async fn replicas_share_one_signing_key() {
+    let url = fresh_database().await;
+    let pool = audience_server::storage::connect(&url, 8).await.unwrap();
+    let keys = futures_util::future::join_all(
+        (0..8).map(|_| audience_server::storage::landing::secret(&pool)),
+    )
+    .await;
+    let first = keys[0].as_ref().unwrap().clone();
+    assert_eq!(first.len(), 32);
+    assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
+    pool.close().await;
+
+    let landing = std::env::temp_dir().join(format!("replicas-{}", uuid::Uuid::new_v4()));
+    let l = landing.clone();
+    let one = TestApp::spawn_on(url.clone(), move |s| s.landing_dir = Some(l)).await;
+    let l = landing.clone();
+    let two = TestApp::spawn_on(url, move |s| s.landing_dir = Some(l)).await;
+    let c = credentials(&one, None).await;
+    assert_eq!(put(&one, &c.blob("DLZ/x.csv"), b"x").await.status(), 201);
+    // The same token, sent to the other replica.
+    let other = c.blob("DLZ/x.csv").replace(&one.address, &two.address);
+    let res = two.client.get(&other).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "x");
+    let _ = std::fs::remove_dir_all(&landing);
+}
