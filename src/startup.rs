@@ -14,7 +14,10 @@ use crate::{
     config::Settings,
     embedded_pg::{self, EmbeddedPostgres},
     openapi,
-    service::ais::AisConfig,
+    service::{
+        ais::AisConfig,
+        landing::{LandingConfig, Limits},
+    },
     storage,
     worker::{Worker, WorkerConfig},
 };
@@ -76,6 +79,17 @@ impl Application {
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
+        let landing = LandingConfig {
+            clock: settings.clock.clone(),
+            public_url: settings.public_url(port),
+            root: settings.landing_dir(),
+            ttl_days: settings.landing_ttl_days,
+            limits: Limits {
+                max_blob_bytes: settings.landing_max_blob_bytes,
+                max_zone_bytes: settings.landing_max_zone_bytes,
+                max_files: settings.landing_max_files,
+            },
+        };
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             auth: AuthConfig::from_settings(&settings),
@@ -88,6 +102,8 @@ impl Application {
                 limits: settings.limits.clone(),
             },
             limits: settings.limits.clone(),
+            landing,
+            landing_keys: Default::default(),
         });
         let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
@@ -100,6 +116,7 @@ impl Application {
             app.route(api::docs::OPENAPI_PATH, web::get().to(serve_openapi))
                 .route("/docs", web::get().to(api::docs::redirect_to_docs))
                 .service(api::docs::swagger_ui())
+                .configure(api::blob::configure)
                 .default_service(web::to(api::unmatched))
                 .wrap(from_fn(context::normalize_path))
                 .wrap(from_fn(context::request_context))

@@ -92,10 +92,14 @@ pub async fn request_context(
 }
 
 /// Errors produced by actix itself (payload too large, and the like) come as text; answer them in
-/// the service's error shape instead.
+/// the service's error shape instead. The landing zones' blob API answers in Azure's XML shape
+/// (marked by `x-ms-error-code`), which Azure clients parse: those are left as they are.
 fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    if res.headers().contains_key(super::respond::AZURE_ERROR_CODE) {
         return res;
     }
     let is_json = res
@@ -121,7 +125,8 @@ fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> 
 }
 
 /// Serves the documented aliases: `/core/...` for `/data/core/...` (one of Adobe's guides uses
-/// it) and any path with a trailing slash, except Swagger UI's `/docs/` pages.
+/// it; `/foundation/...` likewise for the landing-zone endpoints) and any path with a trailing
+/// slash, except Swagger UI's `/docs/` pages.
 pub async fn normalize_path(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -133,7 +138,7 @@ pub async fn normalize_path(
         rewritten = Some(path.trim_end_matches('/').to_owned());
     }
     let current = rewritten.as_deref().unwrap_or(path);
-    if current.starts_with("/core/") {
+    if current.starts_with("/core/") || current.starts_with("/foundation/") {
         rewritten = Some(format!("/data{current}"));
     }
     if let Some(new_path) = rewritten {

@@ -3,12 +3,14 @@
 pub mod ais;
 pub mod ais_schemas;
 pub mod audiences;
+pub mod blob;
 pub mod context;
 pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
 pub mod links;
+pub mod landing;
 pub mod respond;
 pub mod schemas;
 
@@ -37,6 +39,8 @@ use crate::{
 
 pub const UPS_BASE: &str = "/data/core/ups";
 pub const AIS_BASE: &str = "/data/core/ais";
+/// Adobe's Connectors API, where the Data Landing Zone endpoints live.
+pub const LANDING_BASE: &str = "/data/foundation/connectors";
 
 /// What every handler can reach.
 pub struct AppState {
@@ -48,6 +52,10 @@ pub struct AppState {
     pub ais: crate::service::ais::AisConfig,
     /// The bounds on every input.
     pub limits: Limits,
+    /// Landing zones: where they live, their bounds, the public URL of the blob API.
+    pub landing: crate::service::landing::LandingConfig,
+    /// The key that signs landing-zone SAS tokens, read once.
+    pub landing_keys: crate::service::landing::Keys,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
@@ -199,6 +207,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(ais::get_run)
             .default_service(web::to(unmatched)),
     );
+    cfg.service(
+        scope::scope(LANDING_BASE)
+            .wrap(from_fn(gate::gate))
+            .service(landing::get_landing_zone)
+            .service(landing::get_credentials)
+            .service(landing::refresh_credentials)
+            .default_service(web::to(unmatched)),
+    );
 }
 
 /// Paths the API serves, for telling a wrong method (405) from an unknown path (404).
@@ -213,6 +229,8 @@ const KNOWN_PATHS: &[&str] = &[
     "/data/core/ais/external-audience/{id}",
     "/data/core/ais/external-audience/{id}/runs",
     "/data/core/ais/external-audience/{id}/runs/{run}",
+    "/data/foundation/connectors/landingzone",
+    "/data/foundation/connectors/landingzone/credentials",
 ];
 
 /// The answer for any request no route took.

@@ -2,3 +2,4 @@
 
 pub mod ais;
 pub mod audiences;
+pub mod landing;

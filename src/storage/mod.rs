@@ -3,6 +3,7 @@
 pub mod ais;
 pub mod audiences;
 pub mod jobs;
+pub mod landing;
 pub mod sandboxes;
 
 use std::time::Duration;

@@ -24,6 +24,7 @@ use crate::{
         Caller, Tenant,
     },
     error::Code,
+    landing::{self, Zone},
     service::ais::{epoch_ms, ttl_after},
     storage::{
         self,
@@ -39,6 +40,8 @@ pub struct WorkerConfig {
     /// Names this worker in `ais_jobs.locked_by`.
     pub id: String,
     pub landing_dir: PathBuf,
+    /// How long a file stays in a landing zone (`LANDING_TTL_DAYS`).
+    pub landing_ttl: std::time::Duration,
     pub clock: Clock,
     /// How long a claim holds without renewal.
     pub lease: Duration,
@@ -53,6 +56,9 @@ impl WorkerConfig {
         WorkerConfig {
             id: format!("worker-{}", Uuid::new_v4().simple()),
             landing_dir: settings.landing_dir(),
+            landing_ttl: std::time::Duration::from_secs(
+                u64::try_from(settings.landing_ttl_days).unwrap_or(7) * 24 * 3600,
+            ),
             clock: settings.clock.clone(),
             lease: Duration::seconds(settings.worker_lease_secs),
             max_attempts: settings.worker_max_attempts,
@@ -142,11 +148,34 @@ impl Worker {
         }
     }
 
+    /// Deletes the landing-zone files older than the zone TTL, by this worker's clock.
+    pub async fn expire_landing_files(&self) -> anyhow::Result<landing::Expired> {
+        let (root, ttl) = (self.cfg.landing_dir.clone(), self.cfg.landing_ttl);
+        let now = std::time::SystemTime::from(self.now());
+        let expired =
+            tokio::task::spawn_blocking(move || landing::expire_files(&root, now, ttl)).await??;
+        if expired != landing::Expired::default() {
+            tracing::info!(
+                files = expired.files,
+                staged = expired.staged,
+                "landing-zone files expired"
+            );
+        }
+        Ok(expired)
+    }
+
     /// Polls until `stop` says so. A step in progress is finished before the loop ends.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut swept: Option<Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            if swept.is_none_or(|at| at.elapsed() >= landing::SWEEP_EVERY) {
+                swept = Some(Instant::now());
+                if let Err(e) = self.expire_landing_files().await {
+                    tracing::warn!(error = %e, "landing-zone expiry failed");
+                }
             }
             match self.run_once().await {
                 Ok(true) => continue,
@@ -306,6 +335,10 @@ impl Worker {
             return self.close(job).await;
         };
         let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
+        // A run reads its own sandbox's zone and nothing else.
+        let zone = storage::landing::account_of(&mut conn, &tenant)
+            .await?
+            .and_then(|account| Zone::new(&self.cfg.landing_dir, &account));
         drop(conn);
         // What earlier attempts staged is forgotten, only while the job is still ours: a worker
         // whose lease ran out must not delete the rows of the one that took over.
@@ -326,10 +359,9 @@ impl Worker {
             return Ok(());
         }
 
-        let landing = self.cfg.landing_dir.clone();
         let window = (run.filter_start, run.filter_end);
-        let files = match ingest::select_files(&landing, &spec, window) {
-            Ok(files) => files,
+        let (zone, files) = match ingest::select_files(zone, &spec, window) {
+            Ok(selected) => selected,
             Err(message) => {
                 let scan = Scan {
                     failure: Some(message),
@@ -344,7 +376,7 @@ impl Worker {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Vec<String>, Counts)>(2);
         let scan_spec = spec.clone();
         let scanning = tokio::task::spawn_blocking(move || {
-            ingest::scan_files(&files, &landing, &scan_spec, &mut |batch, counts| {
+            ingest::scan_files(&files, &zone, &scan_spec, &mut |batch, counts| {
                 sender.blocking_send((batch, counts.clone())).is_ok()
             })
         });

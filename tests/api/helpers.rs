@@ -319,9 +319,14 @@ pub struct TenantView<'a> {
 
 impl TenantView<'_> {
     pub fn ups(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, &format!("/data/core/ups{path}"))
+    }
+
+    /// A request to any path, with this tenant's headers.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.app
             .client
-            .request(method, format!("{}/data/core/ups{path}", self.app.address))
+            .request(method, format!("{}{path}", self.app.address))
             .header("Authorization", format!("Bearer {TOKEN}"))
             .header("x-api-key", "test-key")
             .header("x-gw-ims-org-id", &self.org)

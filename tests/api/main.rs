@@ -8,6 +8,7 @@ mod embedded;
 mod foundation;
 mod helpers;
 mod hostile;
+mod landing;
 mod lifecycle;
 mod listing;
 mod worker;
