@@ -9,8 +9,8 @@ pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
-pub mod links;
 pub mod landing;
+pub mod links;
 pub mod respond;
 pub mod schemas;
 

@@ -872,7 +872,10 @@ fn an_upload_streams_to_disk_in_bounded_memory() {
 #[tokio::test]
 async fn replicas_share_one_signing_key() {
     let url = fresh_database().await;
-    let pool = audience_server::storage::connect(&url, 8, &audience_server::config::DbTimeouts::none()).await.unwrap();
+    let pool =
+        audience_server::storage::connect(&url, 8, &audience_server::config::DbTimeouts::none())
+            .await
+            .unwrap();
     let keys = futures_util::future::join_all(
         (0..8).map(|_| audience_server::storage::landing::secret(&pool)),
     )
