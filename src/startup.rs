@@ -1,7 +1,7 @@
 //! The composition root: database, migrations, HTTP server. `main` and the tests both build the
 //! server here; tests bind port 0.
 
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpResponse, HttpServer};
 use sqlx::PgPool;
@@ -9,10 +9,12 @@ use tokio::{sync::watch, task::JoinHandle};
 use utoipa_actix_web::AppExt;
 
 use crate::{
+    api::health::Lifecycle,
     api::{self, context, AppState},
     auth::AuthConfig,
     config::Settings,
     embedded_pg::{self, EmbeddedPostgres},
+    monitoring::Monitoring,
     openapi,
     service::ais::AisConfig,
     storage,
@@ -26,12 +28,30 @@ pub struct Application {
     embedded: Option<EmbeddedPostgres>,
     /// The background worker's stop signal and task, when this process runs one.
     worker: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    lifecycle: Arc<Lifecycle>,
+    monitoring: Arc<Monitoring>,
+    /// Set to start the same graceful shutdown as SIGTERM (tests use it).
+    shutdown: watch::Sender<bool>,
+    upkeep: JoinHandle<()>,
+    shutdown_delay: Duration,
+}
+
+/// Starts the graceful shutdown of an [`Application`], as SIGTERM does.
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    pub fn shut_down(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
 pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
     if let Some(url) = &settings.database_url {
-        return Ok((storage::connect(url, settings.db_pool_size).await?, None));
+        let pool =
+            storage::connect_with(url, settings.db_pool_size, settings.db_statement_cache).await?;
+        return Ok((pool, None));
     }
     let data_dir = settings.data_dir.clone();
     let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
@@ -51,7 +71,12 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<Emb
     }
     admin.close().await;
     tracing::info!(url = %pg.url(), "using the embedded PostgreSQL");
-    let pool = storage::connect(&pg.url(), settings.db_pool_size).await?;
+    let pool = storage::connect_with(
+        &pg.url(),
+        settings.db_pool_size,
+        settings.db_statement_cache,
+    )
+    .await?;
     Ok((pool, Some(pg)))
 }
 
@@ -59,7 +84,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let (pool, embedded) = database(&settings).await?;
-        storage::MIGRATOR.run(&pool).await?;
+        if settings.migrate_on_start {
+            storage::MIGRATOR.run(&pool).await?;
+        } else {
+            tracing::info!(
+                "MIGRATE_ON_START is off: /ready answers 503 until the migrations are applied"
+            );
+        }
         Self::with_pool(settings, pool, embedded)
     }
 
@@ -71,6 +102,8 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
+        let monitoring = Monitoring::new();
+        let lifecycle = Arc::new(Lifecycle::default());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             auth: AuthConfig::from_settings(&settings),
@@ -81,6 +114,9 @@ impl Application {
                 runs_per_sandbox_per_day: settings.runs_per_sandbox_per_day,
                 runs_per_audience: settings.runs_per_audience,
             },
+            monitoring: monitoring.clone(),
+            metrics_token: settings.metrics_token.clone(),
+            lifecycle: lifecycle.clone(),
         });
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -96,7 +132,10 @@ impl Application {
                 .wrap(from_fn(context::normalize_path))
                 .wrap(from_fn(context::request_context))
         })
-        .listen(listener)?;
+        .listen(listener)?
+        // Signals are handled in `run_until_stopped`, which drains in order.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace_secs);
         if let Some(workers) = settings.http_workers {
             server = server.workers(workers);
         }
@@ -104,15 +143,31 @@ impl Application {
         tracing::info!(address = %format!("{}:{port}", settings.host), "listening");
         let worker = settings.worker_enabled.then(|| {
             let (stop, stopped) = watch::channel(false);
-            let worker = Worker::new(pool.clone(), WorkerConfig::from_settings(&settings));
+            let worker = Worker::new(pool.clone(), WorkerConfig::from_settings(&settings))
+                .with_monitoring(monitoring.clone());
             (stop, tokio::spawn(worker.run(stopped)))
         });
+        let upkeep = {
+            let monitoring = monitoring.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    monitoring.upkeep();
+                }
+            })
+        };
         Ok(Application {
             port,
             server,
             pool,
             embedded,
             worker,
+            lifecycle,
+            monitoring,
+            shutdown: watch::channel(false).0,
+            upkeep,
+            shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
         })
     }
 
@@ -129,14 +184,51 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until SIGINT/SIGTERM (or the server handle stops it), then drains and shuts down.
+    /// This server's metrics (tests hand them to workers they drive).
+    pub fn monitoring(&self) -> Arc<Monitoring> {
+        self.monitoring.clone()
+    }
+
+    /// Starts the shutdown that SIGTERM starts, from elsewhere (tests).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a [`ShutdownHandle`], or the server handle stops it).
+    /// Then, in order: `/ready` turns 503 and the worker hands its job back; after
+    /// `SHUTDOWN_DELAY_SECS` the listener closes; in-flight requests get up to
+    /// `SHUTDOWN_GRACE_SECS` to finish; the pool closes.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
-        self.server.await?;
-        // Graceful: the worker stops claiming and finishes the step it is in.
+        let handle = self.server.handle();
+        let mut requested = self.shutdown.subscribe();
+        let signalled = async move {
+            tokio::select! {
+                _ = termination_signal() => {}
+                _ = requested.wait_for(|asked| *asked) => {}
+            }
+        };
+        tokio::select! {
+            served = &mut self.server => served?,
+            _ = signalled => {
+                tracing::info!("shutdown requested: draining");
+                self.lifecycle.start_draining();
+                if let Some((stop, _)) = &self.worker {
+                    let _ = stop.send(true);
+                }
+                // The stop is carried out while the server future is polled below.
+                let delay = self.shutdown_delay;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    handle.stop(true).await
+                });
+                (&mut self.server).await?;
+            }
+        }
         if let Some((stop, task)) = self.worker.take() {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        self.upkeep.abort();
         self.pool.close().await;
         if let Some(mut pg) = self.embedded.take() {
             tokio::task::spawn_blocking(move || pg.stop()).await?;
@@ -147,4 +239,24 @@ impl Application {
 
 async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {
     api::respond::json_text(actix_web::http::StatusCode::OK, state.openapi_json.clone())
+}
+
+/// SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
+async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
 }

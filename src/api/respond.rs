@@ -27,10 +27,17 @@ impl ResponseError for ApiError {
 pub fn error_body(code: Code, message: &str) -> HttpResponse {
     let status =
         StatusCode::from_u16(code.spec().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status)
         .content_type(mime_json())
-        .body(error_json(code, message).to_string())
+        .body(error_json(code, message).to_string());
+    // The middleware counts errors by code from this mark.
+    response.extensions_mut().insert(AnsweredCode(code));
+    response
 }
+
+/// The error code a response answers with, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredCode(pub Code);
 
 /// The JSON of an error body, for answers that embed one (bulk-get's missing ids).
 pub fn error_json(code: Code, message: &str) -> serde_json::Value {
