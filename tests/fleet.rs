@@ -657,6 +657,8 @@ struct RunResult {
     audience: String,
     run_id: String,
     problems: Vec<String>,
+    /// Seconds since the test started: when the run was started and when it was seen ended.
+    span: (f64, f64),
 }
 
 /// Creates one external audience and carries out its runs one after the other, checking each.
@@ -680,26 +682,22 @@ async fn ingestion_flow(
         "sourceSpec": {"params": {"path": path, "type": "file", "sourceType": "Cloud Storage", "cloudType": "DLZ"}},
         "ttlInDays": 30, "audienceType": "people", "originName": "CUSTOM_UPLOAD"
     });
+    // Staggered, so that runs are in flight at every fault.
+    tokio::time::sleep(Duration::from_millis(700 * index as u64)).await;
     let audience = create_external(&fleet, tenant, &name, &body, index).await;
     let mut results = Vec::new();
-    let mut db = PgConnection::connect(&db_url).await.unwrap();
     for run in 0..RUNS_PER_AUDIENCE {
-        // Sizes from 3,000 to 60,000 rows, so some runs are in the middle of a stage at a fault.
-        let rows = 3_000 + ((index * 7 + run * 11) % 12) * 5_000;
+        // Sizes from 5,000 to 115,000 rows, so runs are in the middle of a stage at the faults.
+        let rows = 5_000 + ((index * 7 + run * 11) % 12) * 10_000;
         let source = make_source(index * 10 + run, rows);
         place_source_file(&landing, tenant, "DLZ", &path, source.csv.as_bytes()).await;
+        let begun = fleet.elapsed(Instant::now());
         let run_id = start_run(&fleet, tenant, &audience, index).await;
         let done = wait_run(&fleet, tenant, &audience, &run_id).await;
+        let span = (begun, fleet.elapsed(Instant::now()));
         let mut problems = Vec::new();
         check_run(&done, &source, &mut problems);
-        let members: BTreeSet<String> =
-            sqlx::query_scalar("SELECT identity FROM ais_members WHERE audience_id = $1::uuid")
-                .bind(&audience)
-                .fetch_all(&mut db)
-                .await
-                .unwrap()
-                .into_iter()
-                .collect();
+        let members = members_of(&db_url, &audience).await;
         if members != source.members {
             problems.push(format!(
                 "members: {} stored, {} expected",
@@ -712,9 +710,33 @@ async fn ingestion_flow(
             audience: audience.clone(),
             run_id,
             problems,
+            span,
         });
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     results
+}
+
+/// The identities stored for an audience, read on a connection of its own (PostgreSQL restarts
+/// during the test).
+async fn members_of(db_url: &str, audience: &str) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let read = async {
+            let mut db = PgConnection::connect(db_url).await?;
+            sqlx::query_scalar::<_, String>(
+                "SELECT identity FROM ais_members WHERE audience_id = $1::uuid",
+            )
+            .bind(audience)
+            .fetch_all(&mut db)
+            .await
+        };
+        match read.await {
+            Ok(rows) => return rows.into_iter().collect(),
+            Err(e) => assert!(Instant::now() < deadline, "cannot read members: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn check_run(run: &Value, source: &Source, problems: &mut Vec<String>) {
@@ -1023,17 +1045,40 @@ async fn fleet(via: Path2Db) {
         println!("fleet: {line}");
         timeline.push(line);
     };
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    note(&mut timeline, "kill -9 replica-1".into());
+    let mut watch = PgConnection::connect(&direct_url).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pid = replicas[1].pid().unwrap();
+    let killed_jobs = wait_holding(&mut watch, pid).await;
+    note(&mut timeline, format!("kill -9 replica-1, holding job(s) {killed_jobs:?}"));
+    let kill_at = Instant::now();
     replicas[1].signal("-KILL");
     replicas[1].wait(Duration::from_secs(5));
+    let lease_ran_out = until_let_go(&mut watch, pid, &killed_jobs, kill_at).await;
+    note(
+        &mut timeline,
+        format!("replica-1's jobs free again after {:.1}s (its lease)", lease_ran_out.as_secs_f64()),
+    );
+    report.check(
+        !killed_jobs.is_empty(),
+        format!("kill -9 hit replica-1 while it held {} job(s); they were free for others after its lease ({:.1}s)", killed_jobs.len(), lease_ran_out.as_secs_f64()),
+    );
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    note(&mut timeline, "SIGTERM replica-2".into());
+    let pid = replicas[2].pid().unwrap();
+    let handed_jobs = wait_holding(&mut watch, pid).await;
+    note(&mut timeline, format!("SIGTERM replica-2, holding job(s) {handed_jobs:?}"));
     let term_at = Instant::now();
     replicas[2].signal("-TERM");
+    let handed_back = until_let_go(&mut watch, pid, &handed_jobs, term_at).await;
     let exit = replicas[2].wait(Duration::from_secs(30));
     let drained_in = term_at.elapsed();
+    report.check(
+        !handed_jobs.is_empty() && handed_back < Duration::from_secs(2),
+        format!(
+            "SIGTERM: replica-2 handed its {} job(s) back {:.2}s after the signal (lease 6s)",
+            handed_jobs.len(),
+            handed_back.as_secs_f64()
+        ),
+    );
     note(
         &mut timeline,
         format!("replica-2 exited {exit:?} after {:.1}s; started again", drained_in.as_secs_f64()),
@@ -1054,8 +1099,16 @@ async fn fleet(via: Path2Db) {
     wait_ready(&client, &replicas[1].base(), Duration::from_secs(60)).await;
     note(&mut timeline, "replica-1 started again after its kill, ready".into());
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let pids: Vec<Option<u32>> = replicas.iter().map(Replica::pid).collect();
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ais_jobs WHERE locked_until > now() AND done_at IS NULL",
+    )
+    .fetch_one(&mut watch)
+    .await
+    .unwrap();
+    drop(watch);
+    note(&mut timeline, format!("{running} job(s) running"));
     let down_at = Instant::now();
     note(&mut timeline, "PostgreSQL stopping (fast)".into());
     cluster.pg_ctl("stop");
@@ -1188,6 +1241,19 @@ async fn fleet(via: Path2Db) {
     );
     // Runs: each SUCCESS with exact counts and members (checked as it ended), exactly once.
     let mut db = PgConnection::connect(&direct_url).await.unwrap();
+    let in_flight = |t: f64| runs.iter().filter(|r| r.span.0 <= t && t <= r.span.1).count();
+    let at = |i: Instant| fleet.elapsed(i);
+    note(
+        &mut timeline,
+        format!(
+            "runs in flight: {} at the kill, {} at the SIGTERM, {} at the PostgreSQL stop; run times {:.1}s to {:.1}s",
+            in_flight(at(kill_at)),
+            in_flight(at(term_at)),
+            in_flight(at(down_at)),
+            runs.iter().map(|r| r.span.1 - r.span.0).fold(f64::MAX, f64::min),
+            runs.iter().map(|r| r.span.1 - r.span.0).fold(0.0, f64::max),
+        ),
+    );
     let run_problems: Vec<String> = runs
         .iter()
         .filter(|r| !r.problems.is_empty())
@@ -1305,6 +1371,42 @@ async fn fleet(via: Path2Db) {
     drop(bouncer);
     drop(cluster);
     assert_eq!(failed, 0, "{failed} fleet check(s) failed; see the printout above");
+}
+
+/// Jobs the process `pid` holds under a live lease.
+async fn held_by(db: &mut PgConnection, pid: u32) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT id::text FROM ais_jobs
+         WHERE locked_by LIKE $1 AND locked_until > now() AND done_at IS NULL",
+    )
+    .bind(format!("worker-{pid}-%"))
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// Waits (up to 30 s) until process `pid` holds a job; the jobs it holds then.
+async fn wait_holding(db: &mut PgConnection, pid: u32) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = held_by(db, pid).await;
+        if !held.is_empty() || Instant::now() > deadline {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long until process `pid` no longer holds any of `jobs` (its claim handed back, its lease
+/// run out, or the job done), measured from `since`.
+async fn until_let_go(db: &mut PgConnection, pid: u32, jobs: &[String], since: Instant) -> Duration {
+    loop {
+        let held = held_by(db, pid).await;
+        if !jobs.iter().any(|j| held.contains(j)) || since.elapsed() > Duration::from_secs(60) {
+            return since.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// For each replica, how long after `up_at` it first answered an API call with 200.

@@ -52,7 +52,8 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_settings(settings: &Settings) -> Self {
         WorkerConfig {
-            id: format!("worker-{}", Uuid::new_v4().simple()),
+            // The process id shows in `ais_jobs.locked_by` which process holds a job.
+            id: format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple()),
             landing_dir: settings.landing_dir(),
             clock: settings.clock.clone(),
             lease: Duration::seconds(settings.worker_lease_secs),
