@@ -1,5 +1,5 @@
 //! The fleet test: three server processes (the built binary, workers on) on one private
-//! PostgreSQL cluster, directly or through pgbouncer in transaction-pooling mode, under a load of
+//! PostgreSQL cluster, directly or through pgbouncer (session pooling; see `Bouncer::mode`), under a load of
 //! creates, conditional PATCHes on shared audiences, bulk-gets, lists and 30 ingestion runs over
 //! three tenants. Meanwhile one replica is killed with SIGKILL, another gets SIGTERM and is started
 //! again, and PostgreSQL is restarted. Then every acknowledged write, every PATCH, every run and
@@ -80,7 +80,11 @@ fn free_port() -> u16 {
 fn postgres_account() -> Option<(u32, u32)> {
     let id = |args: &[&str]| {
         let out = Command::new("id").args(args).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse::<u32>().ok()
+        String::from_utf8(out.stdout)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()
     };
     if id(&["-u"])? != 0 {
         return None;
@@ -196,14 +200,26 @@ impl Drop for Cluster {
     }
 }
 
-/// pgbouncer in transaction-pooling mode in front of the cluster.
+/// pgbouncer in front of the cluster.
 struct Bouncer {
     child: Child,
     port: u16,
+    mode: &'static str,
 }
 
 impl Bouncer {
+    /// The pool mode: `FLEET_PGBOUNCER_MODE`, `session` unless set. `transaction` does not work
+    /// with sqlx 0.9 and pgbouncer 1.18 (docs/OPERATIONS.md, "Behind pgbouncer").
+    fn mode() -> &'static str {
+        match std::env::var("FLEET_PGBOUNCER_MODE").as_deref() {
+            Ok("transaction") => "transaction",
+            Ok("session") | Err(_) => "session",
+            Ok(other) => panic!("FLEET_PGBOUNCER_MODE must be session or transaction, not {other}"),
+        }
+    }
+
     fn start(root: &Path, cluster: &Cluster) -> Self {
+        let mode = Self::mode();
         let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -221,8 +237,8 @@ impl Bouncer {
              unix_socket_dir =\n\
              auth_type = trust\n\
              auth_file = {dir}/users.txt\n\
-             pool_mode = transaction\n\
-             default_pool_size = 20\n\
+             pool_mode = {mode}\n\
+             default_pool_size = 40\n\
              max_client_conn = 500\n\
              ignore_startup_parameters = extra_float_digits\n\
              server_login_retry = 1\n\
@@ -244,7 +260,7 @@ impl Bouncer {
             cmd.uid(uid).gid(gid);
         }
         let child = cmd.spawn().expect("pgbouncer starts");
-        Bouncer { child, port }
+        Bouncer { child, port, mode }
     }
 
     fn url(&self) -> String {
@@ -496,7 +512,8 @@ async fn client_loop(
             let tenant = TENANTS[n % TENANTS.len()];
             let name = format!("fleet c{client} n{n}");
             let description = format!("written by client {client}, request {n}");
-            let body = json!({"name": name, "description": description, "labels": [format!("c{client}")]});
+            let body =
+                json!({"name": name, "description": description, "labels": [format!("c{client}")]});
             let reply = fleet
                 .call(
                     replica,
@@ -742,12 +759,36 @@ async fn members_of(db_url: &str, audience: &str) -> BTreeSet<String> {
 fn check_run(run: &Value, source: &Source, problems: &mut Vec<String>) {
     let expect = [
         ("status", &run["status"], json!("SUCCESS")),
-        ("DATASET_INGEST", &run["details"][0]["status"], json!("SUCCESS")),
-        ("recordsRead", &run["details"][0]["recordsRead"], json!(source.read)),
-        ("recordsSucceeded", &run["details"][0]["recordsSucceeded"], json!(source.good)),
-        ("recordsFailed", &run["details"][0]["recordsFailed"], json!(source.bad)),
-        ("PROFILE_STORE_INGEST", &run["details"][1]["status"], json!("SUCCESS")),
-        ("recordsReceived", &run["details"][1]["recordsReceived"], json!(source.good)),
+        (
+            "DATASET_INGEST",
+            &run["details"][0]["status"],
+            json!("SUCCESS"),
+        ),
+        (
+            "recordsRead",
+            &run["details"][0]["recordsRead"],
+            json!(source.read),
+        ),
+        (
+            "recordsSucceeded",
+            &run["details"][0]["recordsSucceeded"],
+            json!(source.good),
+        ),
+        (
+            "recordsFailed",
+            &run["details"][0]["recordsFailed"],
+            json!(source.bad),
+        ),
+        (
+            "PROFILE_STORE_INGEST",
+            &run["details"][1]["status"],
+            json!("SUCCESS"),
+        ),
+        (
+            "recordsReceived",
+            &run["details"][1]["recordsReceived"],
+            json!(source.good),
+        ),
         (
             "profilesStored",
             &run["details"][1]["profilesStored"],
@@ -800,7 +841,10 @@ async fn create_external(
         }
     };
     loop {
-        assert!(Instant::now() < deadline, "the creation of {name} never ended");
+        assert!(
+            Instant::now() < deadline,
+            "the creation of {name} never ended"
+        );
         if let Some(op) = &operation {
             let r = fleet
                 .read(
@@ -835,7 +879,10 @@ async fn start_run(fleet: &Fleet, tenant: Tenant, audience: &str, index: usize) 
     let path = format!("/data/core/ais/external-audience/{audience}/runs");
     let mut replica = index;
     loop {
-        assert!(Instant::now() < deadline, "cannot start a run of {audience}");
+        assert!(
+            Instant::now() < deadline,
+            "cannot start a run of {audience}"
+        );
         replica += 1;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -843,7 +890,15 @@ async fn start_run(fleet: &Fleet, tenant: Tenant, audience: &str, index: usize) 
             .as_secs();
         let body = json!({"dataFilterStartTime": 0, "dataFilterEndTime": now + 5});
         let reply = fleet
-            .call(replica, tenant, Method::POST, &path, Some(&body), None, "run-start")
+            .call(
+                replica,
+                tenant,
+                Method::POST,
+                &path,
+                Some(&body),
+                None,
+                "run-start",
+            )
             .await;
         match reply {
             Some(r) if r.status == 200 => return r.body["runId"].as_str().unwrap().to_owned(),
@@ -915,8 +970,8 @@ async fn fleet_through_pgbouncer() {
 async fn fleet(via: Path2Db) {
     let started = Instant::now();
     let label = match via {
-        Path2Db::Direct => "direct",
-        Path2Db::PgBouncer => "through pgbouncer (transaction pooling)",
+        Path2Db::Direct => "direct".to_owned(),
+        Path2Db::PgBouncer => format!("through pgbouncer ({} pooling)", Bouncer::mode()),
     };
     let root = std::env::temp_dir().join(format!(
         "audience-fleet-{}-{}",
@@ -926,7 +981,9 @@ async fn fleet(via: Path2Db) {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let cluster = Cluster::start(&root);
-    let mut admin = PgConnection::connect(&cluster.url("postgres")).await.unwrap();
+    let mut admin = PgConnection::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
     sqlx::query("CREATE DATABASE fleet")
         .execute(&mut admin)
         .await
@@ -963,8 +1020,10 @@ async fn fleet(via: Path2Db) {
                 .unwrap();
             assert!(status.success(), "audience-server migrate failed");
             common.push(("DATABASE_URL".into(), b.url()));
-            common.push(("DB_STATEMENT_CACHE".into(), "0".into()));
             common.push(("MIGRATE_ON_START".into(), "false".into()));
+            if b.mode == "transaction" {
+                common.push(("DB_STATEMENT_CACHE".into(), "0".into()));
+            }
         }
     }
     let mut replicas: Vec<Replica> = (0..REPLICAS)
@@ -1001,7 +1060,15 @@ async fn fleet(via: Path2Db) {
     for i in 0..SHARED {
         let body = json!({"name": format!("shared {i}"), "labels": []});
         let r = fleet
-            .call(i, TENANTS[0], Method::POST, "/data/core/ups/audiences", Some(&body), None, "create")
+            .call(
+                i,
+                TENANTS[0],
+                Method::POST,
+                "/data/core/ups/audiences",
+                Some(&body),
+                None,
+                "create",
+            )
             .await
             .expect("a replica answers");
         assert_eq!(r.status, 200, "{}", r.body);
@@ -1049,14 +1116,20 @@ async fn fleet(via: Path2Db) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pid = replicas[1].pid().unwrap();
     let killed_jobs = wait_holding(&mut watch, pid).await;
-    note(&mut timeline, format!("kill -9 replica-1, holding job(s) {killed_jobs:?}"));
+    note(
+        &mut timeline,
+        format!("kill -9 replica-1, holding job(s) {killed_jobs:?}"),
+    );
     let kill_at = Instant::now();
     replicas[1].signal("-KILL");
     replicas[1].wait(Duration::from_secs(5));
     let lease_ran_out = until_let_go(&mut watch, pid, &killed_jobs, kill_at).await;
     note(
         &mut timeline,
-        format!("replica-1's jobs free again after {:.1}s (its lease)", lease_ran_out.as_secs_f64()),
+        format!(
+            "replica-1's jobs free again after {:.1}s (its lease)",
+            lease_ran_out.as_secs_f64()
+        ),
     );
     report.check(
         !killed_jobs.is_empty(),
@@ -1065,7 +1138,10 @@ async fn fleet(via: Path2Db) {
 
     let pid = replicas[2].pid().unwrap();
     let handed_jobs = wait_holding(&mut watch, pid).await;
-    note(&mut timeline, format!("SIGTERM replica-2, holding job(s) {handed_jobs:?}"));
+    note(
+        &mut timeline,
+        format!("SIGTERM replica-2, holding job(s) {handed_jobs:?}"),
+    );
     let term_at = Instant::now();
     replicas[2].signal("-TERM");
     let handed_back = until_let_go(&mut watch, pid, &handed_jobs, term_at).await;
@@ -1081,7 +1157,10 @@ async fn fleet(via: Path2Db) {
     );
     note(
         &mut timeline,
-        format!("replica-2 exited {exit:?} after {:.1}s; started again", drained_in.as_secs_f64()),
+        format!(
+            "replica-2 exited {exit:?} after {:.1}s; started again",
+            drained_in.as_secs_f64()
+        ),
     );
     report.check(
         exit.is_some_and(|s| s.success()),
@@ -1097,7 +1176,10 @@ async fn fleet(via: Path2Db) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     replicas[1].start();
     wait_ready(&client, &replicas[1].base(), Duration::from_secs(60)).await;
-    note(&mut timeline, "replica-1 started again after its kill, ready".into());
+    note(
+        &mut timeline,
+        "replica-1 started again after its kill, ready".into(),
+    );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pids: Vec<Option<u32>> = replicas.iter().map(Replica::pid).collect();
@@ -1115,7 +1197,10 @@ async fn fleet(via: Path2Db) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.pg_ctl("start");
     let up_at = Instant::now();
-    note(&mut timeline, "PostgreSQL accepting connections again".into());
+    note(
+        &mut timeline,
+        "PostgreSQL accepting connections again".into(),
+    );
     // Every replica serves an API call again, without a restart.
     let recoveries = futures_recoveries(&fleet, up_at).await;
     for (i, took) in recoveries.iter().enumerate() {
@@ -1137,7 +1222,10 @@ async fn fleet(via: Path2Db) {
         c.await.unwrap();
     }
     let load_secs = load_started.elapsed().as_secs_f64();
-    note(&mut timeline, "UPS load stopped; waiting for the runs".into());
+    note(
+        &mut timeline,
+        "UPS load stopped; waiting for the runs".into(),
+    );
     let mut runs = Vec::new();
     for f in flows {
         runs.extend(f.await.expect("an ingestion flow panicked"));
@@ -1159,7 +1247,15 @@ async fn fleet(via: Path2Db) {
             let mut found = Value::Null;
             for attempt in 0..20 {
                 if let Some(r) = fleet
-                    .call(attempt, *tenant, Method::POST, "/data/core/ups/audiences/bulk-get", Some(&json!({"ids": ids})), None, "final")
+                    .call(
+                        attempt,
+                        *tenant,
+                        Method::POST,
+                        "/data/core/ups/audiences/bulk-get",
+                        Some(&json!({"ids": ids})),
+                        None,
+                        "final",
+                    )
                     .await
                 {
                     if r.status == 207 {
@@ -1181,18 +1277,30 @@ async fn fleet(via: Path2Db) {
         format!(
             "{} acknowledged creates present and correct{}",
             ledger.created.len(),
-            if missing.is_empty() { String::new() } else { format!("; wrong or missing: {:?}", &missing[..missing.len().min(5)]) }
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; wrong or missing: {:?}", &missing[..missing.len().min(5)])
+            }
         ),
     );
     // PATCHes: every 200 visible, no 412 visible, nothing that was never sent.
     let mut final_labels: HashMap<String, HashSet<String>> = HashMap::new();
     for id in shared.iter() {
         let r = fleet
-            .read(TENANTS[0], &format!("/data/core/ups/audiences/{id}"), "final")
+            .read(
+                TENANTS[0],
+                &format!("/data/core/ups/audiences/{id}"),
+                "final",
+            )
             .await;
         let labels = r.body["labels"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         final_labels.insert(id.clone(), labels);
     }
@@ -1236,12 +1344,23 @@ async fn fleet(via: Path2Db) {
             "{} bulk-gets found every shared audience, {} lists answered a page{}",
             ledger.bulk_gets,
             ledger.lists,
-            if ledger.read_problems.is_empty() { String::new() } else { format!("; problems: {:?}", &ledger.read_problems[..ledger.read_problems.len().min(5)]) }
+            if ledger.read_problems.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; problems: {:?}",
+                    &ledger.read_problems[..ledger.read_problems.len().min(5)]
+                )
+            }
         ),
     );
     // Runs: each SUCCESS with exact counts and members (checked as it ended), exactly once.
     let mut db = PgConnection::connect(&direct_url).await.unwrap();
-    let in_flight = |t: f64| runs.iter().filter(|r| r.span.0 <= t && t <= r.span.1).count();
+    let in_flight = |t: f64| {
+        runs.iter()
+            .filter(|r| r.span.0 <= t && t <= r.span.1)
+            .count()
+    };
     let at = |i: Instant| fleet.elapsed(i);
     note(
         &mut timeline,
@@ -1257,15 +1376,25 @@ async fn fleet(via: Path2Db) {
     let run_problems: Vec<String> = runs
         .iter()
         .filter(|r| !r.problems.is_empty())
-        .map(|r| format!("{} run {} of {}: {:?}", r.tenant, r.run_id, r.audience, r.problems))
+        .map(|r| {
+            format!(
+                "{} run {} of {}: {:?}",
+                r.tenant, r.run_id, r.audience, r.problems
+            )
+        })
         .collect();
     report.check(
-        runs.len() == TENANTS.len() * AUDIENCES_PER_TENANT * RUNS_PER_AUDIENCE && run_problems.is_empty(),
+        runs.len() == TENANTS.len() * AUDIENCES_PER_TENANT * RUNS_PER_AUDIENCE
+            && run_problems.is_empty(),
         format!(
             "{} runs over {} tenants SUCCESS with exact counts and members{}",
             runs.len(),
             TENANTS.len(),
-            if run_problems.is_empty() { String::new() } else { format!("; {run_problems:?}") }
+            if run_problems.is_empty() {
+                String::new()
+            } else {
+                format!("; {run_problems:?}")
+            }
         ),
     );
     let (jobs, open_jobs, done_once): (i64, i64, i64) = sqlx::query_as(
@@ -1317,7 +1446,15 @@ async fn fleet(via: Path2Db) {
         bad_outside.is_empty(),
         format!(
             "no 5xx outside the database outage{}",
-            if bad_outside.is_empty() { String::new() } else { format!(": {} ({:?})", bad_outside.len(), &bad_outside[..bad_outside.len().min(8)]) }
+            if bad_outside.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {} ({:?})",
+                    bad_outside.len(),
+                    &bad_outside[..bad_outside.len().min(8)]
+                )
+            }
         ),
     );
     report.check(
@@ -1337,7 +1474,9 @@ async fn fleet(via: Path2Db) {
     // ---- the printout ---------------------------------------------------------------------------
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for a in &answers {
-        let key = a.status.map_or("no answer (replica down)".into(), |s| s.to_string());
+        let key = a
+            .status
+            .map_or("no answer (replica down)".into(), |s| s.to_string());
         *by_status.entry(key).or_default() += 1;
     }
     let mut out = String::new();
@@ -1370,7 +1509,10 @@ async fn fleet(via: Path2Db) {
     drop(replicas);
     drop(bouncer);
     drop(cluster);
-    assert_eq!(failed, 0, "{failed} fleet check(s) failed; see the printout above");
+    assert_eq!(
+        failed, 0,
+        "{failed} fleet check(s) failed; see the printout above"
+    );
 }
 
 /// Jobs the process `pid` holds under a live lease.
@@ -1399,7 +1541,12 @@ async fn wait_holding(db: &mut PgConnection, pid: u32) -> Vec<String> {
 
 /// How long until process `pid` no longer holds any of `jobs` (its claim handed back, its lease
 /// run out, or the job done), measured from `since`.
-async fn until_let_go(db: &mut PgConnection, pid: u32, jobs: &[String], since: Instant) -> Duration {
+async fn until_let_go(
+    db: &mut PgConnection,
+    pid: u32,
+    jobs: &[String],
+    since: Instant,
+) -> Duration {
     loop {
         let held = held_by(db, pid).await;
         if !jobs.iter().any(|j| held.contains(j)) || since.elapsed() > Duration::from_secs(60) {
@@ -1418,7 +1565,15 @@ async fn futures_recoveries(fleet: &Arc<Fleet>, up_at: Instant) -> Vec<Option<Du
                 let deadline = up_at + Duration::from_secs(30);
                 while Instant::now() < deadline {
                     let r = fleet
-                        .call(i, TENANTS[0], Method::GET, "/data/core/ups/audiences?limit=1", None, None, "recovery")
+                        .call(
+                            i,
+                            TENANTS[0],
+                            Method::GET,
+                            "/data/core/ups/audiences?limit=1",
+                            None,
+                            None,
+                            "recovery",
+                        )
                         .await;
                     if r.is_some_and(|r| r.status == 200) {
                         return Some(up_at.elapsed());
