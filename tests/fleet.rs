@@ -398,6 +398,7 @@ struct Reply {
 
 impl Fleet {
     /// One request to one replica; `None` when the replica could not be reached.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         replica: usize,
@@ -606,7 +607,7 @@ async fn client_loop(
             }
         } else {
             let tenant = TENANTS[n % TENANTS.len()];
-            let query = if n % 2 == 0 {
+            let query = if n.is_multiple_of(2) {
                 "/data/core/ups/audiences?limit=7&sort=name:asc"
             } else {
                 "/data/core/ups/audiences?limit=3&start=2&sort=updateTime:desc"
