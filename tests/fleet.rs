@@ -483,10 +483,13 @@ impl Fleet {
 // ------------------------------------------------------------------------------------------------
 // The UPS load.
 
+/// An acknowledged create: its tenant, name and description.
+type Written = (Tenant, String, String);
+
 #[derive(Default)]
 struct Ledger {
-    /// Creates answered 200: id -> (tenant, name, description).
-    created: HashMap<String, (Tenant, String, String)>,
+    /// Creates answered 200: id -> what was written.
+    created: HashMap<String, Written>,
     /// Label a PATCH added -> the shared audience it was for.
     patch_ok: HashMap<String, String>,
     patch_412: HashMap<String, String>,
@@ -1237,7 +1240,7 @@ async fn fleet(via: Path2Db) {
     let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
     // Acknowledged creates: present and as written, in their own tenant only.
     let mut missing = Vec::new();
-    let by_tenant: BTreeMap<Tenant, Vec<(&String, &(Tenant, String, String))>> =
+    let by_tenant: BTreeMap<Tenant, Vec<(&String, &Written)>> =
         ledger.created.iter().fold(BTreeMap::new(), |mut m, e| {
             m.entry(e.1 .0).or_default().push(e);
             m
