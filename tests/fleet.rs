@@ -190,13 +190,14 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = Command::new(self.bindir.join("pg_ctl"))
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .uid(self.account.map_or(0, |a| a.0))
-            .gid(self.account.map_or(0, |a| a.1))
+        let mut cmd = Command::new(self.bindir.join("pg_ctl"));
+        cmd.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.account {
+            cmd.uid(uid).gid(gid);
+        }
+        let _ = cmd.status();
     }
 }
 

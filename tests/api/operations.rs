@@ -43,9 +43,13 @@ async fn metrics_count_requests_by_route_template_and_errors_by_code() {
     let id = created["id"].as_str().unwrap();
     assert_eq!(app.get_audience(id).await.status(), 200);
     let unknown: Vec<String> = (0..3).map(|_| Uuid::new_v4().to_string()).collect();
-    for u in &unknown {
+    for u in &unknown[..2] {
         assert_eq!(app.get_audience(u).await.status(), 404);
     }
+    // An alias counts under the canonical template.
+    let alias = format!("/core/ups/audiences/{}/", unknown[2]);
+    let res = app.request(Method::GET, &alias).send().await.unwrap();
+    assert_eq!(res.status(), 404);
     // Unknown paths and invented methods land in one bucket each.
     for p in [
         "/nothing/here",
