@@ -34,6 +34,9 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     upkeep: JoinHandle<()>,
     shutdown_delay: Duration,
+    shutdown_grace: Duration,
+    /// A second handle on the listening socket, to refuse new connections while draining.
+    listener: TcpListener,
 }
 
 /// Starts the graceful shutdown of an [`Application`], as SIGTERM does.
@@ -102,6 +105,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
+        let listener_copy = listener.try_clone()?;
         let monitoring = Monitoring::new();
         let lifecycle = Arc::new(Lifecycle::default());
         let state = web::Data::new(AppState {
@@ -168,6 +172,8 @@ impl Application {
             shutdown: watch::channel(false).0,
             upkeep,
             shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
+            listener: listener_copy,
         })
     }
 
@@ -196,8 +202,8 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (or a [`ShutdownHandle`], or the server handle stops it).
     /// Then, in order: `/ready` turns 503 and the worker hands its job back; after
-    /// `SHUTDOWN_DELAY_SECS` the listener closes; in-flight requests get up to
-    /// `SHUTDOWN_GRACE_SECS` to finish; the pool closes.
+    /// `SHUTDOWN_DELAY_SECS` new connections are refused; in-flight requests get up to
+    /// `SHUTDOWN_GRACE_SECS` to finish; the HTTP workers stop; the pool closes.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut requested = self.shutdown.subscribe();
@@ -215,10 +221,20 @@ impl Application {
                 if let Some((stop, _)) = &self.worker {
                     let _ = stop.send(true);
                 }
-                // The stop is carried out while the server future is polled below.
-                let delay = self.shutdown_delay;
+                // Carried out while the server future is polled below.
+                let (delay, grace) = (self.shutdown_delay, self.shutdown_grace);
+                let (lifecycle, listener) = (self.lifecycle.clone(), self.listener.try_clone()?);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
+                    handle.pause().await;
+                    refuse_connections(listener);
+                    // Every HTTP worker thread runs until no request is left anywhere: a pooled
+                    // connection opened on one worker's runtime may be serving another's request,
+                    // and dies with its runtime.
+                    let deadline = tokio::time::Instant::now() + grace;
+                    while lifecycle.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     handle.stop(true).await
                 });
                 (&mut self.server).await?;
@@ -239,6 +255,16 @@ impl Application {
 
 async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {
     api::respond::json_text(actix_web::http::StatusCode::OK, state.openapi_json.clone())
+}
+
+/// Stops the listening socket listening, so that new connections are refused at once (a proxy then
+/// tries another replica) while the requests in flight finish. On Linux, shutting a listening
+/// socket down does that; elsewhere connections wait in the backlog until the server stops.
+fn refuse_connections(listener: TcpListener) {
+    let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(listener));
+    if let Err(e) = socket.shutdown(std::net::Shutdown::Both) {
+        tracing::debug!(error = %e, "could not shut the listening socket down");
+    }
 }
 
 /// SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).

@@ -205,7 +205,6 @@ impl Drop for Cluster {
 struct Bouncer {
     child: Child,
     port: u16,
-    mode: &'static str,
 }
 
 impl Bouncer {
@@ -221,10 +220,21 @@ impl Bouncer {
 
     fn start(root: &Path, cluster: &Cluster) -> Self {
         let mode = Self::mode();
-        let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
+        let program = std::env::var("FLEET_PGBOUNCER")
+            .ok()
+            .or_else(|| {
+                ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+                    .into_iter()
+                    .find(|p| Path::new(p).exists())
+                    .map(str::to_owned)
+            })
             .expect("pgbouncer is installed (scripts/fleet-test.sh installs Debian's package)");
+        // pgbouncer 1.21+ keeps prepared statements across the server connections it hands out.
+        let prepared = if mode == "transaction" {
+            "max_prepared_statements = 200\n"
+        } else {
+            ""
+        };
         let port = free_port();
         let dir = root.join("pgbouncer");
         std::fs::create_dir_all(&dir).unwrap();
@@ -244,7 +254,8 @@ impl Bouncer {
              ignore_startup_parameters = extra_float_digits\n\
              server_login_retry = 1\n\
              query_wait_timeout = 10\n\
-             logfile = {dir}/pgbouncer.log\n",
+             logfile = {dir}/pgbouncer.log\n\
+             {prepared}",
             pg = cluster.port,
             dir = dir.display(),
         );
@@ -261,7 +272,7 @@ impl Bouncer {
             cmd.uid(uid).gid(gid);
         }
         let child = cmd.spawn().expect("pgbouncer starts");
-        Bouncer { child, port, mode }
+        Bouncer { child, port }
     }
 
     fn url(&self) -> String {
@@ -1026,8 +1037,8 @@ async fn fleet(via: Path2Db) {
             assert!(status.success(), "audience-server migrate failed");
             common.push(("DATABASE_URL".into(), b.url()));
             common.push(("MIGRATE_ON_START".into(), "false".into()));
-            if b.mode == "transaction" {
-                common.push(("DB_STATEMENT_CACHE".into(), "0".into()));
+            if let Ok(cache) = std::env::var("FLEET_DB_STATEMENT_CACHE") {
+                common.push(("DB_STATEMENT_CACHE".into(), cache));
             }
         }
     }

@@ -60,6 +60,7 @@ pub async fn request_context(
     let method = req.method().clone();
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let _serving = state.as_ref().map(|s| s.lifecycle.enter());
     let mut res = REQUEST_ID
         .scope(id.clone(), async move {
             next.call(req)
@@ -71,8 +72,8 @@ pub async fn request_context(
         REQUEST_ID_HEADER,
         HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     );
-    if let Some(state) = state {
-        record(&state, &res, started);
+    if let Some(state) = &state {
+        record(state, &res, started);
     }
     tracing::info!(
         target: "access",

@@ -1,5 +1,5 @@
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -37,14 +37,34 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 use super::schemas;
 use crate::storage;
 
-/// What `/ready` reads besides the database.
+/// What `/ready` reads besides the database, and the requests being served (the shutdown waits
+/// for them).
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
     migrations_applied: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// One request being served; counted until dropped.
+pub struct InFlight<'a>(&'a Lifecycle);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Lifecycle {
+    pub fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// From now on `/ready` answers 503: the server is shutting down.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

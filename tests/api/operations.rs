@@ -326,7 +326,7 @@ async fn shutdown_drains_in_flight_requests_and_turns_ready_off() {
     let database_url = app.database_url.clone();
     let mut settings = Settings::for_database(&database_url);
     settings.shutdown_grace_secs = 20;
-    settings.shutdown_delay_secs = 1;
+    settings.shutdown_delay_secs = 3;
     settings.worker_enabled = false;
     let pool = storage::connect(&database_url, 4).await.unwrap();
     let server = Application::with_pool(settings, pool, None).unwrap();
@@ -360,31 +360,47 @@ async fn shutdown_drains_in_flight_requests_and_turns_ready_off() {
     };
     tokio::time::sleep(StdDuration::from_millis(300)).await;
     shutdown.shut_down();
+    let asked = Instant::now();
     // Draining, within SHUTDOWN_DELAY_SECS: not ready, everything else still served.
-    tokio::time::sleep(StdDuration::from_millis(200)).await;
-    let (status, body) = ready(&reqwest::Client::new(), &address).await;
-    assert_eq!(
-        (status, &body["status"]),
-        (503, &json!("draining")),
-        "{body}"
-    );
+    let body = loop {
+        let (status, body) = ready(&reqwest::Client::new(), &address).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            asked.elapsed() < StdDuration::from_secs(2),
+            "still ready: {body}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], "draining", "{body}");
     let health = client
         .get(format!("{address}/health"))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    // After the delay the listener is closed to new connections; the PATCH is still waiting.
-    tokio::time::sleep(StdDuration::from_millis(1300)).await;
-    assert!(!patch.is_finished());
-    assert!(
-        reqwest::Client::new()
+    // After the delay new connections are refused; the PATCH is still waiting for its lock.
+    loop {
+        let fresh = reqwest::Client::new()
             .get(format!("{address}/health"))
+            .timeout(StdDuration::from_secs(2))
             .send()
-            .await
-            .is_err(),
-        "a new connection was accepted after the delay"
+            .await;
+        if fresh.is_err() {
+            break;
+        }
+        assert!(
+            asked.elapsed() < StdDuration::from_secs(10),
+            "new connections still accepted"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert!(
+        asked.elapsed() >= StdDuration::from_secs(3),
+        "refused before the delay"
     );
+    assert!(!patch.is_finished());
     assert!(!stopped.is_finished());
 
     // The in-flight PATCH completes once the lock goes, then the server stops.
