@@ -1,5 +1,5 @@
 //! The fleet test: three server processes (the built binary, workers on) on one private
-//! PostgreSQL cluster, directly or through pgbouncer (session pooling; see `Bouncer::mode`), under a load of
+//! PostgreSQL cluster, directly or through pgbouncer in transaction-pooling mode, under a load of
 //! creates, conditional PATCHes on shared audiences, bulk-gets, lists and 30 ingestion runs over
 //! three tenants. Meanwhile one replica is killed with SIGKILL, another gets SIGTERM and is started
 //! again, and PostgreSQL is restarted. Then every acknowledged write, every PATCH, every run and
@@ -208,12 +208,12 @@ struct Bouncer {
 }
 
 impl Bouncer {
-    /// The pool mode: `FLEET_PGBOUNCER_MODE`, `session` unless set. `transaction` does not work
-    /// with sqlx 0.9 and pgbouncer 1.18 (docs/OPERATIONS.md, "Behind pgbouncer").
+    /// The pool mode: `FLEET_PGBOUNCER_MODE`, `transaction` unless set. Transaction pooling needs
+    /// pgbouncer 1.21 or later (docs/OPERATIONS.md, "Behind pgbouncer").
     fn mode() -> &'static str {
         match std::env::var("FLEET_PGBOUNCER_MODE").as_deref() {
-            Ok("transaction") => "transaction",
-            Ok("session") | Err(_) => "session",
+            Ok("transaction") | Err(_) => "transaction",
+            Ok("session") => "session",
             Ok(other) => panic!("FLEET_PGBOUNCER_MODE must be session or transaction, not {other}"),
         }
     }
@@ -229,6 +229,23 @@ impl Bouncer {
                     .map(str::to_owned)
             })
             .expect("pgbouncer is installed (scripts/fleet-test.sh installs Debian's package)");
+        let version = Command::new(&program)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let numbers: Vec<u32> = version
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("0")
+            .split('.')
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert!(
+            mode == "session" || numbers[..] >= [1, 21][..],
+            "transaction pooling needs pgbouncer 1.21 or later, {program} is {version:?}: \
+             run scripts/fleet-test.sh (it builds one) or set FLEET_PGBOUNCER"
+        );
         // pgbouncer 1.21+ keeps prepared statements across the server connections it hands out.
         let prepared = if mode == "transaction" {
             "max_prepared_statements = 200\n"
@@ -1149,7 +1166,7 @@ async fn fleet(via: Path2Db) {
     );
     report.check(
         !killed_jobs.is_empty(),
-        format!("kill -9 hit replica-1 while it held {} job(s); they were free for others after its lease ({:.1}s)", killed_jobs.len(), lease_ran_out.as_secs_f64()),
+        format!("kill -9 hit replica-1 while it held {} job(s); free for others {:.1}s later (the lease, 6s; sooner when its step had just committed)", killed_jobs.len(), lease_ran_out.as_secs_f64()),
     );
 
     let pid = replicas[2].pid().unwrap();
@@ -1506,6 +1523,13 @@ async fn fleet(via: Path2Db) {
     )
     .unwrap();
     writeln!(out, "answers by status: {by_status:?}").unwrap();
+    let mut other: BTreeMap<(u16, &str), usize> = BTreeMap::new();
+    for a in &answers {
+        if let Some(s) = a.status.filter(|s| ![200, 202, 207, 412].contains(s)) {
+            *other.entry((s, a.what)).or_default() += 1;
+        }
+    }
+    writeln!(out, "other answers by (status, call): {other:?}").unwrap();
     writeln!(out, "timeline:").unwrap();
     for line in &timeline {
         writeln!(out, "  {line}").unwrap();
