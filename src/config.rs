@@ -78,6 +78,17 @@ pub struct Settings {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Prepared statements each database connection keeps (sqlx's statement cache); 0 keeps none.
+    /// See docs/OPERATIONS.md before putting a transaction-pooling proxy (pgbouncer) in front.
+    #[arg(long, env = "DB_STATEMENT_CACHE", default_value_t = 100)]
+    pub db_statement_cache: usize,
+
+    /// Apply the database migrations at start. Set to false when migrations are run separately
+    /// (`audience-server migrate` on a direct connection), e.g. behind a transaction-pooling proxy;
+    /// `/ready` then answers 503 until they are applied.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -122,6 +133,20 @@ pub struct Settings {
     /// At most this many ingestion runs per external audience.
     #[arg(long, env = "RUNS_PER_AUDIENCE", default_value_t = 10)]
     pub runs_per_audience: i64,
+
+    /// Bearer token that `GET /metrics` requires; unset: `/metrics` is open.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// On SIGTERM or SIGINT, seconds the server keeps accepting requests (with `/ready` answering
+    /// 503) before it closes its listener, so that load balancers polling `/ready` stop sending
+    /// traffic first. 0 closes the listener at once.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
 
     #[command(flatten)]
     pub db_timeouts: DbTimeouts,
@@ -422,6 +447,8 @@ impl Settings {
             landing_max_zone_bytes: 4 << 30,
             landing_max_files: 10_000,
             db_pool_size: 8,
+            db_statement_cache: 100,
+            migrate_on_start: true,
             http_workers: Some(2),
             auth_mode: AuthMode::Open,
             jwt_secret: None,
@@ -435,6 +462,9 @@ impl Settings {
             runs_per_audience: 10,
             db_timeouts: DbTimeouts::default(),
             limits: Limits::default(),
+            metrics_token: None,
+            shutdown_grace_secs: 30,
+            shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),
         }
     }
@@ -493,6 +523,11 @@ impl fmt::Debug for Settings {
             .field("worker_enabled", &self.worker_enabled)
             .field("db_timeouts", &self.db_timeouts)
             .field("limits", &self.limits)
+            .field("db_statement_cache", &self.db_statement_cache)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("metrics_token", &self.metrics_token)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()
     }
 }

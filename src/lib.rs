@@ -7,6 +7,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod landing;
+pub mod monitoring;
 pub mod openapi;
 pub mod service;
 pub mod startup;

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod health;
 pub mod landing;
 pub mod links;
+pub mod metrics;
 pub mod respond;
 pub mod schemas;
 
@@ -56,6 +57,12 @@ pub struct AppState {
     pub landing: crate::service::landing::LandingConfig,
     /// The key that signs landing-zone SAS tokens, read once.
     pub landing_keys: crate::service::landing::Keys,
+    /// This server's metrics.
+    pub monitoring: std::sync::Arc<crate::monitoring::Monitoring>,
+    /// The bearer token `/metrics` requires, when one is configured.
+    pub metrics_token: Option<crate::config::Secret>,
+    /// Readiness: set on SIGTERM, and once the migrations were found applied.
+    pub lifecycle: std::sync::Arc<health::Lifecycle>,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
@@ -179,18 +186,21 @@ fn holds_nul(value: &Value) -> bool {
 /// Registers every route. Both the server and the OpenAPI export call this, so the document
 /// describes exactly what is served.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::health).service(
-        scope::scope(UPS_BASE)
-            .wrap(from_fn(gate::gate))
-            .service(audiences::list_audiences)
-            .service(audiences::create_audience)
-            .service(audiences::bulk_get_audiences)
-            .service(audiences::get_audience)
-            .service(audiences::replace_audience)
-            .service(audiences::patch_audience)
-            .service(audiences::delete_audience)
-            .default_service(web::to(unmatched)),
-    );
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(metrics::metrics)
+        .service(
+            scope::scope(UPS_BASE)
+                .wrap(from_fn(gate::gate))
+                .service(audiences::list_audiences)
+                .service(audiences::create_audience)
+                .service(audiences::bulk_get_audiences)
+                .service(audiences::get_audience)
+                .service(audiences::replace_audience)
+                .service(audiences::patch_audience)
+                .service(audiences::delete_audience)
+                .default_service(web::to(unmatched)),
+        );
     // AIS: `extend-ttl/{id}` is registered before `{id}/runs` so the literal segment wins.
     cfg.service(
         scope::scope(AIS_BASE)

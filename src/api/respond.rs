@@ -34,16 +34,20 @@ impl ResponseError for ApiError {
 pub fn error_body(code: Code, message: &str) -> HttpResponse {
     let status =
         StatusCode::from_u16(code.spec().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if code.spec().shape == Shape::Azure {
-        return HttpResponse::build(status)
+    let mut response = if code.spec().shape == Shape::Azure {
+        HttpResponse::build(status)
             .content_type("application/xml")
             .insert_header((AZURE_ERROR_CODE, code.spec().wire))
             .insert_header((AZURE_REQUEST_ID, context::request_id()))
-            .body(azure_error_xml(code, message));
-    }
-    HttpResponse::build(status)
-        .content_type(mime_json())
-        .body(error_json(code, message).to_string())
+            .body(azure_error_xml(code, message))
+    } else {
+        HttpResponse::build(status)
+            .content_type(mime_json())
+            .body(error_json(code, message).to_string())
+    };
+    // The middleware counts errors by code from this mark.
+    response.extensions_mut().insert(AnsweredCode(code));
+    response
 }
 
 /// The header that carries an Azure error's code (the only place a HEAD answer can say it).
@@ -84,6 +88,10 @@ fn azure_error_xml(code: Code, message: &str) -> String {
         escape(format!("{text}{stamp}").as_str()),
     )
 }
+
+/// The error code a response answers with, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredCode(pub Code);
 
 /// The JSON of an error body, for answers that embed one (bulk-get's missing ids).
 pub fn error_json(code: Code, message: &str) -> serde_json::Value {

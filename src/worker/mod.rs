@@ -25,6 +25,7 @@ use crate::{
     },
     error::Code,
     landing::{self, Zone},
+    monitoring::{Monitoring, StepOutcome},
     service::ais::{epoch_ms, ttl_after},
     storage::{
         self,
@@ -54,7 +55,8 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_settings(settings: &Settings) -> Self {
         WorkerConfig {
-            id: format!("worker-{}", Uuid::new_v4().simple()),
+            // The process id shows in `ais_jobs.locked_by` which process holds a job.
+            id: format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple()),
             landing_dir: settings.landing_dir(),
             landing_ttl: std::time::Duration::from_secs(
                 u64::try_from(settings.landing_ttl_days).unwrap_or(7) * 24 * 3600,
@@ -71,6 +73,7 @@ impl WorkerConfig {
 pub struct Worker {
     pool: PgPool,
     cfg: Arc<WorkerConfig>,
+    monitoring: Arc<Monitoring>,
 }
 
 /// The delay before retry `attempt` (1-based): 2, 4, 8, ... seconds, at most 5 minutes.
@@ -83,7 +86,14 @@ impl Worker {
         Worker {
             pool,
             cfg: Arc::new(cfg),
+            monitoring: Monitoring::new(),
         }
+    }
+
+    /// Records this worker's steps in the server's metrics.
+    pub fn with_monitoring(mut self, monitoring: Arc<Monitoring>) -> Self {
+        self.monitoring = monitoring;
+        self
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -130,13 +140,19 @@ impl Worker {
             (kind, step) => Err(anyhow!("unknown job {kind}/{step}")),
         };
         let Err(error) = outcome else {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::Done);
             return Ok(());
         };
         let attempt = job.attempts + 1;
         tracing::warn!(job = %job.id, attempt, error = %error, "job step failed");
         if attempt >= self.cfg.max_attempts {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::GaveUp);
             self.give_up(&job, &format!("{error:#}")).await
         } else {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::Retry);
             jobs::retry_later(
                 &self.pool,
                 &job,
@@ -164,7 +180,10 @@ impl Worker {
         Ok(expired)
     }
 
-    /// Polls until `stop` says so. A step in progress is finished before the loop ends.
+    /// Polls until `stop` says so. A step in progress when it does is abandoned and its job handed
+    /// back at once (claim and lease cleared), so another process continues it without waiting
+    /// for the lease; only a step's closing transaction changes anything, and it is fenced by the
+    /// claim, so an abandoned step leaves nothing half done.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut swept: Option<Instant> = None;
         loop {
@@ -177,9 +196,32 @@ impl Worker {
                     tracing::warn!(error = %e, "landing-zone expiry failed");
                 }
             }
-            match self.run_once().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            let round = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                claimed = self.claim() => claimed,
+            };
+            match round {
+                Ok(Some(job)) => {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => {
+                            self.hand_back(&job).await;
+                            break;
+                        }
+                        done = self.execute(job.clone()) => {
+                            if let Err(e) = done {
+                                tracing::warn!(error = %e, "worker round failed");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => match self.expire_one().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "worker round failed"),
+                },
                 Err(e) => tracing::warn!(error = %e, "worker round failed"),
             }
             tokio::select! {
@@ -193,6 +235,21 @@ impl Worker {
             }
         }
         tracing::info!(worker = %self.cfg.id, "worker stopped");
+    }
+
+    /// Clears this worker's claim on `job` (shutdown).
+    async fn hand_back(&self, job: &Job) {
+        match jobs::release(&self.pool, job).await {
+            Ok(released) => {
+                if released {
+                    self.monitoring
+                        .job_step(&job.kind, &job.step, StepOutcome::Released);
+                }
+                tracing::info!(job = %job.id, released, "job handed back on shutdown");
+            }
+            // The lease still runs out: another process takes the job over after it.
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "could not hand the job back"),
+        }
     }
 
     async fn tenant(&self, conn: &mut PgConnection, sandbox_id: Uuid) -> anyhow::Result<Tenant> {
@@ -481,6 +538,18 @@ impl Worker {
             }
         }
         tx.commit().await?;
+        let status = if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCESS"
+        };
+        let m = &self.monitoring;
+        m.stage(
+            "DATASET_INGEST",
+            status,
+            clock_start.elapsed().as_secs_f64(),
+        );
+        m.rows_ingested(scan.counts.good, scan.counts.bad);
         Ok(())
     }
 
@@ -549,6 +618,9 @@ impl Worker {
         .await?;
         jobs::finish(&mut tx, job, now).await?;
         tx.commit().await?;
+        let seconds = clock_start.elapsed().as_secs_f64();
+        self.monitoring
+            .stage("PROFILE_STORE_INGEST", "SUCCESS", seconds);
         Ok(())
     }
 

@@ -11,4 +11,5 @@ mod hostile;
 mod landing;
 mod lifecycle;
 mod listing;
+mod operations;
 mod worker;

@@ -308,7 +308,7 @@ async fn the_worker_loop_stops_when_asked_and_when_its_owner_is_gone() {
 }
 
 /// Writes a CSV of `rows` distinct identities under DLZ, streaming.
-fn write_large(zone: &Path, name: &str, rows: usize) -> PathBuf {
+pub fn write_large(zone: &Path, name: &str, rows: usize) -> PathBuf {
     let path = zone.join("DLZ").join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
