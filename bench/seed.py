@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--org", default=HEADERS["x-gw-ims-org-id"], help="the tenant's organisation")
     args = ap.parse_args()
+    HEADERS["x-gw-ims-org-id"] = args.org
     url = urllib.parse.urlparse(args.base)
     assert url.hostname in ("127.0.0.1", "localhost"), "seed only a loopback server"
     lines: list[str] = []

@@ -5,9 +5,6 @@ import re
 import statistics
 import sys
 
-out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
-
-
 def ms(value: str) -> float:
     m = re.match(r"([\d.]+)(us|ms|s)", value)
     n, unit = float(m.group(1)), m.group(2)
@@ -25,19 +22,25 @@ def parse(path: pathlib.Path) -> dict:
             "socket": errors.group(0) if errors else ""}
 
 
-scenarios: dict[str, list[dict]] = {}
-for f in sorted(out.glob("*.txt.wrk")):
-    scenarios.setdefault(f.name.split(".")[0], []).append(parse(f))
+def main() -> None:
+    out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+    scenarios: dict[str, list[dict]] = {}
+    for f in sorted(out.glob("*.txt.wrk")):
+        scenarios.setdefault(f.name.split(".")[0], []).append(parse(f))
 
-print("| scenario | runs | req/s (median) | p50 ms | p99 ms | non-2xx |")
-print("|---|---|---|---|---|---|")
-failed = False
-for name, runs in scenarios.items():
-    runs.sort(key=lambda r: r["rps"])
-    median = runs[len(runs) // 2]
-    non2xx = sum(r["non2xx"] for r in runs)
-    failed |= non2xx > 0
-    print(f"| {name} | {len(runs)} | {median['rps']:,.0f} | {median['p50']:.2f} | {median['p99']:.2f} | {non2xx} |")
-    spread = [round(r["rps"]) for r in runs]
-    print(f"<!-- {name} runs req/s: {spread} -->", file=sys.stderr)
-sys.exit(1 if failed else 0)
+    print("| scenario | runs | req/s (median) | p50 ms | p99 ms | non-2xx |")
+    print("|---|---|---|---|---|---|")
+    failed = False
+    for name, runs in scenarios.items():
+        runs.sort(key=lambda r: r["rps"])
+        median = runs[len(runs) // 2]
+        non2xx = sum(r["non2xx"] for r in runs)
+        failed |= non2xx > 0
+        print(f"| {name} | {len(runs)} | {median['rps']:,.0f} | {median['p50']:.2f} | {median['p99']:.2f} | {non2xx} |")
+        spread = [round(r["rps"]) for r in runs]
+        print(f"<!-- {name} runs req/s: {spread} -->", file=sys.stderr)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,8 +11,11 @@
 #      status, content type and body as documented; the stateful phase follows the document's links
 #   7. a TypeScript client generated from the document (openapi-typescript + openapi-fetch),
 #      compiled with strict tsc and run against the server (tools/client-example/)
-#   8. the Swagger UI browser test in headless chromium (tools/swagger-ui.test.mjs)
-#   9. stops the server, drops the database; exits non-zero when any check failed
+#   8. the landing zones through a real Azure client: the official Azure Storage SDK for Python
+#      uploads (Put Blob, Put Block + Put Block List), lists, downloads and deletes, by IP address
+#      and by host name, and an AIS run ingests an uploaded file (tools/landing_sdk_check.py)
+#   9. the Swagger UI browser test in headless chromium (tools/swagger-ui.test.mjs)
+#  10. stops the server, drops the database; exits non-zero when any check failed
 #
 # Every check runs even when an earlier one failed; the summary at the end lists them all.
 #
@@ -161,14 +164,17 @@ generated_client() {
 }
 check "generated TypeScript client compiles and works" generated_client
 
-# --- 8. Swagger UI in a browser ------------------------------------------------------------------
+# --- 8. the landing zones through the Azure Storage SDK ---------------------------------------
+check "Azure Storage SDK against the landing zones" tools/.venv/bin/python tools/landing_sdk_check.py "$BASE"
+
+# --- 9. Swagger UI in a browser ------------------------------------------------------------------
 check "Swagger UI browser test" env BASE_URL="$BASE" CHROMIUM="$CHROMIUM" \
     SCREENSHOT="$OUT/swagger-ui.png" node tools/swagger-ui.test.mjs
 
 # The server must still be up: a crash during the checks is a failure even if they passed.
 check "server still healthy" curl -fsS -o /dev/null "$BASE/health"
 
-# --- 9. summary ----------------------------------------------------------------------------------
+# --- 10. summary ----------------------------------------------------------------------------------
 cleanup
 say "summary ($((SECONDS - STARTED)) s)"
 for p in "${PASSED[@]}"; do echo "  ok      $p"; done

@@ -48,14 +48,48 @@ pub struct Settings {
     #[arg(long, env = "DATA_DIR", default_value = ".data")]
     pub data_dir: PathBuf,
 
-    /// Root of the landing zone that ingestion runs read (`<LANDING_DIR>/<cloudType>/<path>`).
-    /// Defaults to `<DATA_DIR>/landing`.
+    /// Root of the sandboxes' landing zones, one folder per zone
+    /// (`<LANDING_DIR>/<storageAccountName>/dlz-user-container/`); replicas share it on one
+    /// volume. Defaults to `<DATA_DIR>/landing`.
     #[arg(long, env = "LANDING_DIR")]
     pub landing_dir: Option<PathBuf>,
+
+    /// The server's address as clients reach it, without a trailing slash; the landing-zone
+    /// credentials point there (`SASUri`). Defaults to `http://<HOST>:<PORT>` (`127.0.0.1` for an
+    /// unspecified HOST such as `0.0.0.0`).
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Days a file stays in a landing zone after it arrived (Adobe: 7); the worker deletes it then.
+    #[arg(long, env = "LANDING_TTL_DAYS", default_value_t = 7)]
+    pub landing_ttl_days: i64,
+
+    /// Largest blob a landing zone accepts, in bytes (Put Blob, or the blocks of Put Block List).
+    #[arg(long, env = "LANDING_MAX_BLOB_BYTES", default_value_t = 1 << 30)]
+    pub landing_max_blob_bytes: u64,
+
+    /// Bytes one landing zone may hold, uncommitted blocks and uploads in progress included.
+    #[arg(long, env = "LANDING_MAX_ZONE_BYTES", default_value_t = 4 << 30)]
+    pub landing_max_zone_bytes: u64,
+
+    /// Files one landing zone may hold, uncommitted blocks included.
+    #[arg(long, env = "LANDING_MAX_FILES", default_value_t = 10_000)]
+    pub landing_max_files: u64,
 
     /// Maximum connections in the database pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+
+    /// Prepared statements each database connection keeps (sqlx's statement cache); 0 keeps none.
+    /// See docs/OPERATIONS.md before putting a transaction-pooling proxy (pgbouncer) in front.
+    #[arg(long, env = "DB_STATEMENT_CACHE", default_value_t = 100)]
+    pub db_statement_cache: usize,
+
+    /// Apply the database migrations at start. Set to false when migrations are run separately
+    /// (`audience-server migrate` on a direct connection), e.g. behind a transaction-pooling proxy;
+    /// `/ready` then answers 503 until they are applied.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
@@ -127,6 +161,20 @@ pub struct Settings {
     /// At most this many ingestion runs per external audience.
     #[arg(long, env = "RUNS_PER_AUDIENCE", default_value_t = 10)]
     pub runs_per_audience: i64,
+
+    /// Bearer token that `GET /metrics` requires; unset: `/metrics` is open.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// On SIGTERM or SIGINT, seconds the server keeps accepting requests (with `/ready` answering
+    /// 503) before it closes its listener, so that load balancers polling `/ready` stop sending
+    /// traffic first. 0 closes the listener at once.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
 
     #[command(flatten)]
     pub db_timeouts: DbTimeouts,
@@ -356,7 +404,45 @@ impl Settings {
         }
     }
 
+    /// The URL clients reach this server at: `PUBLIC_URL`, or made from the listen address and
+    /// the port actually bound.
+    pub fn public_url(&self, bound_port: u16) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.host.clone(),
+        };
+        format!("http://{host}:{bound_port}")
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(raw) = &self.public_url {
+            let url = url::Url::parse(raw)
+                .map_err(|e| anyhow::anyhow!("PUBLIC_URL '{raw}' is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || url.host_str().is_none()
+            {
+                anyhow::bail!(
+                    "PUBLIC_URL must be an http or https URL without query or fragment, e.g. https://aep.example.com"
+                );
+            }
+        }
+        if !(1..=36_500).contains(&self.landing_ttl_days) {
+            anyhow::bail!("LANDING_TTL_DAYS must be between 1 and 36500");
+        }
+        if self.landing_max_blob_bytes < 1
+            || self.landing_max_files < 1
+            || self.landing_max_zone_bytes < self.landing_max_blob_bytes
+        {
+            anyhow::bail!(
+                "LANDING_MAX_BLOB_BYTES and LANDING_MAX_FILES must be at least 1, and LANDING_MAX_ZONE_BYTES at least LANDING_MAX_BLOB_BYTES"
+            );
+        }
         if self.auth_mode == AuthMode::Verify && self.jwt_secret.is_none() {
             anyhow::bail!("AUTH_MODE=verify needs JWT_SECRET to be set");
         }
@@ -406,7 +492,14 @@ impl Settings {
             log_format: LogFormat::Text,
             data_dir: PathBuf::from(".data"),
             landing_dir: None,
+            public_url: None,
+            landing_ttl_days: 7,
+            landing_max_blob_bytes: 1 << 30,
+            landing_max_zone_bytes: 4 << 30,
+            landing_max_files: 10_000,
             db_pool_size: 8,
+            db_statement_cache: 100,
+            migrate_on_start: true,
             http_workers: Some(2),
             auth_mode: AuthMode::Open,
             jwt_secret: None,
@@ -426,6 +519,9 @@ impl Settings {
             runs_per_audience: 10,
             db_timeouts: DbTimeouts::default(),
             limits: Limits::default(),
+            metrics_token: None,
+            shutdown_grace_secs: 30,
+            shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),
         }
     }
@@ -476,6 +572,7 @@ impl fmt::Debug for Settings {
             .field("port", &self.port)
             .field("data_dir", &self.data_dir)
             .field("landing_dir", &self.landing_dir())
+            .field("public_url", &self.public_url)
             .field("auth_mode", &self.auth_mode)
             .field("jwt_secret", &self.jwt_secret)
             .field("jwt_issuer", &self.jwt_issuer)
@@ -483,6 +580,11 @@ impl fmt::Debug for Settings {
             .field("worker_enabled", &self.worker_enabled)
             .field("db_timeouts", &self.db_timeouts)
             .field("limits", &self.limits)
+            .field("db_statement_cache", &self.db_statement_cache)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("metrics_token", &self.metrics_token)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()
     }
 }
@@ -580,6 +682,28 @@ mod tests {
         }
         s.auth_mode = super::AuthMode::Verify;
         assert!(s.open_mode_warning().is_none());
+    }
+
+    #[test]
+    fn the_public_url_defaults_from_the_listen_address() {
+        let mut s = Settings::for_database("postgres://x");
+        assert_eq!(s.public_url(4321), "http://127.0.0.1:4321");
+        s.host = "0.0.0.0".into();
+        assert_eq!(s.public_url(8080), "http://127.0.0.1:8080");
+        s.host = "::1".into();
+        assert_eq!(s.public_url(8080), "http://[::1]:8080");
+        s.public_url = Some("https://aep.example.com/".into());
+        assert_eq!(s.public_url(8080), "https://aep.example.com");
+        assert!(s.validate().is_ok());
+        s.public_url = Some("ftp://x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("PUBLIC_URL"));
+        s.public_url = None;
+        s.landing_max_zone_bytes = 1;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("LANDING_MAX_ZONE_BYTES"));
     }
 
     #[test]

@@ -40,6 +40,36 @@ pub enum Code {
     AisNotFound,
     AisConflict,
     AisUnprocessable,
+    // Landing-zone endpoints (Adobe's Connectors API, Flow Service codes).
+    LandingInvalid,
+    // The Azure Blob subset of the landing zones: answered in Azure's XML shape.
+    AzureAuthenticationFailed,
+    AzurePermissionMismatch,
+    AzureBlobNotFound,
+    AzureBlobAlreadyExists,
+    AzurePathConflict,
+    AzureInvalidResourceName,
+    AzureInvalidBlockId,
+    AzureInvalidBlockList,
+    AzureBlockListTooLong,
+    AzureBlockCountExceedsLimit,
+    AzureInvalidBlobOrBlock,
+    AzureRequestBodyTooLarge,
+    AzureInvalidRange,
+    AzureConditionNotMet,
+    AzureMd5Mismatch,
+    AzureMissingRequiredHeader,
+    AzureInvalidHeaderValue,
+    AzureInvalidQueryParameterValue,
+    AzureOutOfRangeQueryParameterValue,
+    AzureOutOfRangeInput,
+    AzureUnsupportedQueryParameter,
+    AzureInvalidXmlDocument,
+    AzureInvalidUri,
+    AzureUnsupportedHttpVerb,
+    AzureRequestTimeout,
+    AzureInternalError,
+    AzureServerBusy,
 }
 
 /// How a code is answered on the wire.
@@ -49,6 +79,9 @@ pub enum Shape {
     Gateway,
     /// `{"requestId", "type", "title", "status", "errors": {"<status>": [{code, message}]}}`.
     Service,
+    /// Azure Storage's `<Error><Code>…</Code><Message>…</Message></Error>` with the code also in
+    /// the `x-ms-error-code` header (the landing zones' blob API).
+    Azure,
 }
 
 pub struct CodeSpec {
@@ -89,6 +122,34 @@ impl Code {
             AisNotFound => (404, "100940-404", Service),
             AisConflict => (409, "100950-409", Service),
             AisUnprocessable => (422, "100960-422", Service),
+            LandingInvalid => (400, "1100-400", Service),
+            AzureAuthenticationFailed => (403, "AuthenticationFailed", Azure),
+            AzurePermissionMismatch => (403, "AuthorizationPermissionMismatch", Azure),
+            AzureBlobNotFound => (404, "BlobNotFound", Azure),
+            AzureBlobAlreadyExists => (409, "BlobAlreadyExists", Azure),
+            AzurePathConflict => (409, "PathConflict", Azure),
+            AzureInvalidResourceName => (400, "InvalidResourceName", Azure),
+            AzureInvalidBlockId => (400, "InvalidBlockId", Azure),
+            AzureInvalidBlockList => (400, "InvalidBlockList", Azure),
+            AzureBlockListTooLong => (400, "BlockListTooLong", Azure),
+            AzureBlockCountExceedsLimit => (409, "BlockCountExceedsLimit", Azure),
+            AzureInvalidBlobOrBlock => (400, "InvalidBlobOrBlock", Azure),
+            AzureRequestBodyTooLarge => (413, "RequestBodyTooLarge", Azure),
+            AzureInvalidRange => (416, "InvalidRange", Azure),
+            AzureConditionNotMet => (412, "ConditionNotMet", Azure),
+            AzureMd5Mismatch => (400, "Md5Mismatch", Azure),
+            AzureMissingRequiredHeader => (400, "MissingRequiredHeader", Azure),
+            AzureInvalidHeaderValue => (400, "InvalidHeaderValue", Azure),
+            AzureInvalidQueryParameterValue => (400, "InvalidQueryParameterValue", Azure),
+            AzureOutOfRangeQueryParameterValue => (400, "OutOfRangeQueryParameterValue", Azure),
+            AzureOutOfRangeInput => (400, "OutOfRangeInput", Azure),
+            AzureUnsupportedQueryParameter => (400, "UnsupportedQueryParameter", Azure),
+            AzureInvalidXmlDocument => (400, "InvalidXmlDocument", Azure),
+            AzureInvalidUri => (400, "InvalidUri", Azure),
+            AzureUnsupportedHttpVerb => (405, "UnsupportedHttpVerb", Azure),
+            AzureRequestTimeout => (408, "OperationTimedOut", Azure),
+            AzureInternalError => (500, "InternalError", Azure),
+            AzureServerBusy => (503, "ServerBusy", Azure),
         };
         CodeSpec {
             status,

@@ -6,6 +6,8 @@ pub mod config;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod landing;
+pub mod monitoring;
 pub mod openapi;
 pub mod service;
 pub mod startup;

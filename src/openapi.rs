@@ -19,7 +19,7 @@ use crate::api::{self, gate, links, schemas};
 #[openapi(
     info(
         title = "Audience reference server",
-        description = "A persistent reference implementation of Adobe Experience Platform's audience APIs: the Segmentation Service audiences (`/data/core/ups`) and audience ingestion (`/data/core/ais`). Every route is also served without `/data` and with a trailing slash.\n\nEvery API call carries four headers, checked in this order before anything else: `Authorization: Bearer <token>`, `x-api-key`, `x-gw-ims-org-id` and `x-sandbox-name` (they are the security schemes below). Every resource belongs to one (organisation, sandbox): another tenant's resource answers 404. Every response carries `x-request-id`, and every body is JSON, errors included: header errors in the gateway's shape (`GatewayError`), all others in the service's shape (`ErrorBody`). A wrong method on a known path answers 405 and an unknown path 404, both in the service's shape.\n\nThis document is generated from the handlers; the browsable version is at `/docs`.",
+        description = "A persistent reference implementation of Adobe Experience Platform's audience APIs: the Segmentation Service audiences (`/data/core/ups`) and audience ingestion (`/data/core/ais`), and the Data Landing Zone endpoints runs read their files from (`/data/foundation/connectors/landingzone`). Every route is also served without `/data` and with a trailing slash.\n\nEvery API call carries four headers, checked in this order before anything else: `Authorization: Bearer <token>`, `x-api-key`, `x-gw-ims-org-id` and `x-sandbox-name` (they are the security schemes below). Every resource belongs to one (organisation, sandbox): another tenant's resource answers 404. Every response carries `x-request-id`, and every body is JSON, errors included: header errors in the gateway's shape (`GatewayError`), all others in the service's shape (`ErrorBody`). A wrong method on a known path answers 405 and an unknown path 404, both in the service's shape.\n\nThe landing zones' blob API (`<PUBLIC_URL>/<storageAccountName>/dlz-user-container/...`, authenticated by the SAS token of the credentials endpoint) speaks Azure Blob Storage's REST protocol and XML, and is not described here: see the project's docs/LANDING.md.\n\nThis document is generated from the handlers; the browsable version is at `/docs`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     servers((url = "/", description = "The server that serves this document")),
@@ -27,6 +27,7 @@ use crate::api::{self, gate, links, schemas};
     tags(
         (name = "Audiences", description = "UPS (Segmentation Service) audiences"),
         (name = "Audience ingestion", description = "AIS: meta-only audiences, external audiences, their creation operations and ingestion runs"),
+        (name = "Data Landing Zone", description = "Each sandbox's Data Landing Zone container and its SAS credentials (Adobe's Connectors API). Files are uploaded to the container with Azure Blob clients; ingestion runs read them."),
         (name = "Operations", description = "Server health and documents"),
     ),
     modifiers(&HeaderSecurity),

@@ -1,7 +1,7 @@
 //! The composition root: database, migrations, HTTP server. `main` and the tests both build the
 //! server here; tests bind port 0.
 
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpResponse, HttpServer};
 use sqlx::PgPool;
@@ -9,12 +9,17 @@ use tokio::{sync::watch, task::JoinHandle};
 use utoipa_actix_web::AppExt;
 
 use crate::{
+    api::health::Lifecycle,
     api::{self, context, AppState},
     auth::AuthConfig,
     config::Settings,
     embedded_pg::{self, EmbeddedPostgres},
+    monitoring::Monitoring,
     openapi,
-    service::ais::AisConfig,
+    service::{
+        ais::AisConfig,
+        landing::{LandingConfig, Limits},
+    },
     storage,
     worker::{Worker, WorkerConfig},
 };
@@ -26,12 +31,37 @@ pub struct Application {
     embedded: Option<EmbeddedPostgres>,
     /// The background worker's stop signal, task and own pool, when this process runs one.
     worker: Option<(watch::Sender<bool>, JoinHandle<()>, PgPool)>,
+    lifecycle: Arc<Lifecycle>,
+    monitoring: Arc<Monitoring>,
+    /// Set to start the same graceful shutdown as SIGTERM (tests use it).
+    shutdown: watch::Sender<bool>,
+    upkeep: JoinHandle<()>,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
+    /// A second handle on the listening socket, to refuse new connections while draining.
+    listener: TcpListener,
+}
+
+/// Starts the graceful shutdown of an [`Application`], as SIGTERM does.
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    pub fn shut_down(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL and creates its database.
 pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
     if let Some(url) = &settings.database_url {
-        let pool = storage::connect(url, settings.db_pool_size, &settings.db_timeouts).await?;
+        let pool = storage::connect_with(
+            url,
+            settings.db_pool_size,
+            &settings.db_timeouts,
+            settings.db_statement_cache,
+        )
+        .await?;
         return Ok((pool, None));
     }
     let data_dir = settings.data_dir.clone();
@@ -52,7 +82,13 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(PgPool, Option<Emb
     }
     admin.close().await;
     tracing::info!(url = %pg.url(), "using the embedded PostgreSQL");
-    let pool = storage::connect(&pg.url(), settings.db_pool_size, &settings.db_timeouts).await?;
+    let pool = storage::connect_with(
+        &pg.url(),
+        settings.db_pool_size,
+        &settings.db_timeouts,
+        settings.db_statement_cache,
+    )
+    .await?;
     Ok((pool, Some(pg)))
 }
 
@@ -60,7 +96,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let (pool, embedded) = database(&settings).await?;
-        storage::migrate(&pool).await?;
+        if settings.migrate_on_start {
+            storage::migrate(&pool).await?;
+        } else {
+            tracing::info!(
+                "MIGRATE_ON_START is off: /ready answers 503 until the migrations are applied"
+            );
+        }
         Self::with_pool(settings, pool, embedded)
     }
 
@@ -76,6 +118,20 @@ impl Application {
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
+        let landing = LandingConfig {
+            clock: settings.clock.clone(),
+            public_url: settings.public_url(port),
+            root: settings.landing_dir(),
+            ttl_days: settings.landing_ttl_days,
+            limits: Limits {
+                max_blob_bytes: settings.landing_max_blob_bytes,
+                max_zone_bytes: settings.landing_max_zone_bytes,
+                max_files: settings.landing_max_files,
+            },
+        };
+        let listener_copy = listener.try_clone()?;
+        let monitoring = Monitoring::new();
+        let lifecycle = Arc::new(Lifecycle::default());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             auth: AuthConfig::from_settings(&settings),
@@ -88,6 +144,11 @@ impl Application {
                 limits: settings.limits.clone(),
             },
             limits: settings.limits.clone(),
+            landing,
+            landing_keys: Default::default(),
+            monitoring: monitoring.clone(),
+            metrics_token: settings.metrics_token.clone(),
+            lifecycle: lifecycle.clone(),
         });
         let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
@@ -100,11 +161,15 @@ impl Application {
             app.route(api::docs::OPENAPI_PATH, web::get().to(serve_openapi))
                 .route("/docs", web::get().to(api::docs::redirect_to_docs))
                 .service(api::docs::swagger_ui())
+                .configure(api::blob::configure)
                 .default_service(web::to(api::unmatched))
                 .wrap(from_fn(context::normalize_path))
                 .wrap(from_fn(context::request_context))
         })
-        .listen(listener)?;
+        .listen(listener)?
+        // Signals are handled in `run_until_stopped`, which drains in order.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace_secs);
         if let Some(workers) = settings.http_workers {
             server = server.workers(workers);
         }
@@ -113,15 +178,33 @@ impl Application {
         let worker = settings.worker_enabled.then(|| {
             let (stop, stopped) = watch::channel(false);
             let worker_pool = storage::worker_pool(&pool, settings.worker_db_pool_size);
-            let worker = Worker::new(worker_pool.clone(), WorkerConfig::from_settings(&settings));
+            let worker = Worker::new(worker_pool.clone(), WorkerConfig::from_settings(&settings))
+                .with_monitoring(monitoring.clone());
             (stop, tokio::spawn(worker.run(stopped)), worker_pool)
         });
+        let upkeep = {
+            let monitoring = monitoring.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    monitoring.upkeep();
+                }
+            })
+        };
         Ok(Application {
             port,
             server,
             pool,
             embedded,
             worker,
+            lifecycle,
+            monitoring,
+            shutdown: watch::channel(false).0,
+            upkeep,
+            shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
+            listener: listener_copy,
         })
     }
 
@@ -138,15 +221,62 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until SIGINT/SIGTERM (or the server handle stops it), then drains and shuts down.
+    /// This server's metrics (tests hand them to workers they drive).
+    pub fn monitoring(&self) -> Arc<Monitoring> {
+        self.monitoring.clone()
+    }
+
+    /// Starts the shutdown that SIGTERM starts, from elsewhere (tests).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a [`ShutdownHandle`], or the server handle stops it).
+    /// Then, in order: `/ready` turns 503 and the worker hands its job back; after
+    /// `SHUTDOWN_DELAY_SECS` new connections are refused; in-flight requests get up to
+    /// `SHUTDOWN_GRACE_SECS` to finish; the HTTP workers stop; the pool closes.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
-        self.server.await?;
-        // Graceful: the worker stops claiming and finishes the step it is in.
+        let handle = self.server.handle();
+        let mut requested = self.shutdown.subscribe();
+        let signalled = async move {
+            tokio::select! {
+                _ = termination_signal() => {}
+                _ = requested.wait_for(|asked| *asked) => {}
+            }
+        };
+        tokio::select! {
+            served = &mut self.server => served?,
+            _ = signalled => {
+                tracing::info!("shutdown requested: draining");
+                self.lifecycle.start_draining();
+                if let Some((stop, _, _)) = &self.worker {
+                    let _ = stop.send(true);
+                }
+                // Carried out while the server future is polled below.
+                let (delay, grace) = (self.shutdown_delay, self.shutdown_grace);
+                let (lifecycle, listener) = (self.lifecycle.clone(), self.listener.try_clone()?);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    handle.pause().await;
+                    refuse_connections(listener);
+                    // Every HTTP worker thread runs until no request is left anywhere: a pooled
+                    // connection opened on one worker's runtime may be serving another's request,
+                    // and dies with its runtime.
+                    let deadline = tokio::time::Instant::now() + grace;
+                    while lifecycle.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    handle.stop(true).await
+                });
+                (&mut self.server).await?;
+            }
+        }
         if let Some((stop, task, worker_pool)) = self.worker.take() {
             let _ = stop.send(true);
             let _ = task.await;
             worker_pool.close().await;
         }
+        self.upkeep.abort();
         self.pool.close().await;
         if let Some(mut pg) = self.embedded.take() {
             tokio::task::spawn_blocking(move || pg.stop()).await?;
@@ -157,4 +287,34 @@ impl Application {
 
 async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {
     api::respond::json_text(actix_web::http::StatusCode::OK, state.openapi_json.clone())
+}
+
+/// Stops the listening socket listening, so that new connections are refused at once (a proxy then
+/// tries another replica) while the requests in flight finish. On Linux, shutting a listening
+/// socket down does that; elsewhere connections wait in the backlog until the server stops.
+fn refuse_connections(listener: TcpListener) {
+    let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(listener));
+    if let Err(e) = socket.shutdown(std::net::Shutdown::Both) {
+        tracing::debug!(error = %e, "could not shut the listening socket down");
+    }
+}
+
+/// SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
+async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
 }

@@ -57,14 +57,16 @@ pub enum FieldTypeName {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceParams {
-    /// Relative to the cloud storage root; no spaces, no `..`.
+    /// A name in the sandbox's landing zone, relative to `<cloudType or DLZ>/`: Adobe's and
+    /// Azure's naming rules (no `..`, `.`, `\`, absolute path or encoded traversal), no spaces.
     pub path: String,
     /// `file` (default) or `folder` (every `.csv` in it).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `Cloud Storage`.
     pub source_type: Option<String>,
-    /// S3, DLZ, GCS, SFTP or Azure; the landing folder read is `<LANDING_DIR>/<cloudType or DLZ>/<path>`.
+    /// S3, DLZ, GCS, SFTP or Azure; the run reads the blob `<cloudType or DLZ>/<path>` of its own
+    /// sandbox's landing zone.
     pub cloud_type: Option<String>,
     /// Required for S3, GCS and SFTP.
     pub base_connection_id: Option<String>,

@@ -12,12 +12,15 @@ use actix_web::{
         StatusCode,
     },
     middleware::Next,
-    Error,
+    web, Error,
 };
 use rand::{distr::Alphanumeric, Rng};
 
-use super::respond::error_body;
-use crate::error::Code;
+use super::{
+    respond::{error_body, AnsweredCode},
+    AppState,
+};
+use crate::{error::Code, monitoring::UNMATCHED_ROUTE};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -52,7 +55,7 @@ fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
     sane.then(|| value.to_owned())
 }
 
-/// Outermost middleware: request id, access log, JSON error bodies.
+/// Outermost middleware: request id, access log, metrics, JSON error bodies.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -61,6 +64,8 @@ pub async fn request_context(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let _serving = state.as_ref().map(|s| s.lifecycle.enter());
     let mut res = REQUEST_ID
         .scope(id.clone(), async move {
             next.call(req)
@@ -80,6 +85,9 @@ pub async fn request_context(
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
+    if let Some(state) = &state {
+        record(state, &res, started);
+    }
     tracing::info!(
         target: "access",
         request_id = %id,
@@ -91,11 +99,32 @@ pub async fn request_context(
     Ok(res)
 }
 
+/// Counts the request by its route template (ids never become labels) and its error code.
+fn record(state: &AppState, res: &ServiceResponse<BoxBody>, started: Instant) {
+    let status = res.status().as_u16();
+    let route = res.request().match_pattern();
+    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+    let monitoring = &state.monitoring;
+    monitoring.http_request(
+        route,
+        res.request().method().as_str(),
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(AnsweredCode(code)) = res.response().extensions().get::<AnsweredCode>() {
+        monitoring.error(code.spec().wire, status);
+    }
+}
+
 /// Errors produced by actix itself (payload too large, and the like) come as text; answer them in
-/// the service's error shape instead.
+/// the service's error shape instead. The landing zones' blob API answers in Azure's XML shape
+/// (marked by `x-ms-error-code`), which Azure clients parse: those are left as they are.
 fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    if res.headers().contains_key(super::respond::AZURE_ERROR_CODE) {
         return res;
     }
     let is_json = res
@@ -121,7 +150,8 @@ fn ensure_json_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> 
 }
 
 /// Serves the documented aliases: `/core/...` for `/data/core/...` (one of Adobe's guides uses
-/// it) and any path with a trailing slash, except Swagger UI's `/docs/` pages.
+/// it; `/foundation/...` likewise for the landing-zone endpoints) and any path with a trailing
+/// slash, except Swagger UI's `/docs/` pages.
 pub async fn normalize_path(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -133,7 +163,7 @@ pub async fn normalize_path(
         rewritten = Some(path.trim_end_matches('/').to_owned());
     }
     let current = rewritten.as_deref().unwrap_or(path);
-    if current.starts_with("/core/") {
+    if current.starts_with("/core/") || current.starts_with("/foundation/") {
         rewritten = Some(format!("/data{current}"));
     }
     if let Some(new_path) = rewritten {

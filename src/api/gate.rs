@@ -198,7 +198,7 @@ pub mod openapi {
         Content, OpenApi, Ref, RefOr, Required,
     };
 
-    use crate::api::{AIS_BASE, UPS_BASE};
+    use crate::api::{AIS_BASE, LANDING_BASE, UPS_BASE};
 
     const JSON: &str = "application/json";
     const REQUEST_ID: &str = "x-request-id";
@@ -332,7 +332,7 @@ pub mod openapi {
     /// no credentials.
     pub fn document(doc: &mut OpenApi) {
         for (path, item) in doc.paths.paths.iter_mut() {
-            let gated = [UPS_BASE, AIS_BASE]
+            let gated = [UPS_BASE, AIS_BASE, LANDING_BASE]
                 .iter()
                 .any(|base| path.starts_with(&format!("{base}/")));
             for op in [

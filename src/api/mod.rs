@@ -3,12 +3,15 @@
 pub mod ais;
 pub mod ais_schemas;
 pub mod audiences;
+pub mod blob;
 pub mod context;
 pub mod docs;
 pub mod examples;
 pub mod gate;
 pub mod health;
+pub mod landing;
 pub mod links;
+pub mod metrics;
 pub mod respond;
 pub mod schemas;
 
@@ -37,6 +40,8 @@ use crate::{
 
 pub const UPS_BASE: &str = "/data/core/ups";
 pub const AIS_BASE: &str = "/data/core/ais";
+/// Adobe's Connectors API, where the Data Landing Zone endpoints live.
+pub const LANDING_BASE: &str = "/data/foundation/connectors";
 
 /// What every handler can reach.
 pub struct AppState {
@@ -48,6 +53,16 @@ pub struct AppState {
     pub ais: crate::service::ais::AisConfig,
     /// The bounds on every input.
     pub limits: Limits,
+    /// Landing zones: where they live, their bounds, the public URL of the blob API.
+    pub landing: crate::service::landing::LandingConfig,
+    /// The key that signs landing-zone SAS tokens, read once.
+    pub landing_keys: crate::service::landing::Keys,
+    /// This server's metrics.
+    pub monitoring: std::sync::Arc<crate::monitoring::Monitoring>,
+    /// The bearer token `/metrics` requires, when one is configured.
+    pub metrics_token: Option<crate::config::Secret>,
+    /// Readiness: set on SIGTERM, and once the migrations were found applied.
+    pub lifecycle: std::sync::Arc<health::Lifecycle>,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
@@ -171,18 +186,21 @@ fn holds_nul(value: &Value) -> bool {
 /// Registers every route. Both the server and the OpenAPI export call this, so the document
 /// describes exactly what is served.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::health).service(
-        scope::scope(UPS_BASE)
-            .wrap(from_fn(gate::gate))
-            .service(audiences::list_audiences)
-            .service(audiences::create_audience)
-            .service(audiences::bulk_get_audiences)
-            .service(audiences::get_audience)
-            .service(audiences::replace_audience)
-            .service(audiences::patch_audience)
-            .service(audiences::delete_audience)
-            .default_service(web::to(unmatched)),
-    );
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(metrics::metrics)
+        .service(
+            scope::scope(UPS_BASE)
+                .wrap(from_fn(gate::gate))
+                .service(audiences::list_audiences)
+                .service(audiences::create_audience)
+                .service(audiences::bulk_get_audiences)
+                .service(audiences::get_audience)
+                .service(audiences::replace_audience)
+                .service(audiences::patch_audience)
+                .service(audiences::delete_audience)
+                .default_service(web::to(unmatched)),
+        );
     // AIS: `extend-ttl/{id}` is registered before `{id}/runs` so the literal segment wins.
     cfg.service(
         scope::scope(AIS_BASE)
@@ -199,6 +217,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(ais::get_run)
             .default_service(web::to(unmatched)),
     );
+    cfg.service(
+        scope::scope(LANDING_BASE)
+            .wrap(from_fn(gate::gate))
+            .service(landing::get_landing_zone)
+            .service(landing::get_credentials)
+            .service(landing::refresh_credentials)
+            .default_service(web::to(unmatched)),
+    );
 }
 
 /// Paths the API serves, for telling a wrong method (405) from an unknown path (404).
@@ -213,6 +239,8 @@ const KNOWN_PATHS: &[&str] = &[
     "/data/core/ais/external-audience/{id}",
     "/data/core/ais/external-audience/{id}/runs",
     "/data/core/ais/external-audience/{id}/runs/{run}",
+    "/data/foundation/connectors/landingzone",
+    "/data/foundation/connectors/landingzone/credentials",
 ];
 
 /// The answer for any request no route took.

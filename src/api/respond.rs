@@ -34,17 +34,71 @@ impl ResponseError for ApiError {
 pub fn error_body(code: Code, message: &str) -> HttpResponse {
     let status =
         StatusCode::from_u16(code.spec().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
-        .content_type(mime_json())
-        .body(error_json(code, message).to_string())
+    let mut response = if code.spec().shape == Shape::Azure {
+        HttpResponse::build(status)
+            .content_type("application/xml")
+            .insert_header((AZURE_ERROR_CODE, code.spec().wire))
+            .insert_header((AZURE_REQUEST_ID, context::request_id()))
+            .body(azure_error_xml(code, message))
+    } else {
+        HttpResponse::build(status)
+            .content_type(mime_json())
+            .body(error_json(code, message).to_string())
+    };
+    // The middleware counts errors by code from this mark.
+    response.extensions_mut().insert(AnsweredCode(code));
+    response
 }
+
+/// The header that carries an Azure error's code (the only place a HEAD answer can say it).
+pub const AZURE_ERROR_CODE: &str = "x-ms-error-code";
+pub const AZURE_REQUEST_ID: &str = "x-ms-request-id";
+
+/// Azure Storage's error document. `AuthenticationFailed` keeps Azure's fixed message and puts the
+/// reason in `AuthenticationErrorDetail`, as the real service does.
+fn azure_error_xml(code: Code, message: &str) -> String {
+    use quick_xml::escape::partial_escape as escape;
+    let now = chrono::Utc::now();
+    // Azure states the time with seven fractional digits.
+    let stamp = format!(
+        "\nRequestId:{}\nTime:{}.{:07}Z",
+        context::request_id(),
+        now.format("%Y-%m-%dT%H:%M:%S"),
+        now.timestamp_subsec_nanos() / 100
+    );
+    let (text, detail) = if code == Code::AzureAuthenticationFailed {
+        (
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+            Some(message),
+        )
+    } else {
+        (message, None)
+    };
+    let detail = detail
+        .map(|d| {
+            format!(
+                "<AuthenticationErrorDetail>{}</AuthenticationErrorDetail>",
+                escape(d)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{}</Code><Message>{}</Message>{detail}</Error>",
+        code.spec().wire,
+        escape(format!("{text}{stamp}").as_str()),
+    )
+}
+
+/// The error code a response answers with, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredCode(pub Code);
 
 /// The JSON of an error body, for answers that embed one (bulk-get's missing ids).
 pub fn error_json(code: Code, message: &str) -> serde_json::Value {
     let spec = code.spec();
     match spec.shape {
         Shape::Gateway => json!({ "error_code": spec.wire, "message": message }),
-        Shape::Service => json!({
+        Shape::Service | Shape::Azure => json!({
             "requestId": context::request_id(),
             "type": format!("https://ns.adobe.com/aep/errors/{}", spec.wire),
             "title": message,

@@ -52,6 +52,18 @@ pub struct Health {
     pub database: String,
 }
 
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `unavailable` (the database does not answer or lacks migrations) or `draining`
+    /// (the server is shutting down).
+    pub status: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// `applied` (every migration of this binary is recorded in `_sqlx_migrations`), `pending`,
+    /// or `unknown` (the database did not answer).
+    pub migrations: String,
+}
+
 /// A sandbox, as shown inside every audience.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

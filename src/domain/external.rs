@@ -412,12 +412,11 @@ fn normalize_source(value: Option<&Value>, limits: &Limits) -> Result<Value, Api
             "Field '{prefix}.path' must not contain spaces."
         )));
     }
-    let escapes = path.starts_with('/')
-        || path.starts_with('\\')
-        || path.split(['/', '\\']).any(|part| part == "..");
-    if escapes {
+    // The path names a file in the sandbox's landing zone: the zone's naming rules apply, which
+    // refuse absolute paths, '..', '\' and encoded traversal.
+    if let Err(rule) = super::landing::parse_blob_name(&path) {
         return Err(invalid(format!(
-            "Field '{prefix}.path' must be relative to the storage root and must not contain '..'."
+            "Field '{prefix}.path' must be a valid name relative to the landing zone: {rule}."
         )));
     }
     let kind = text("type")?.unwrap_or_else(|| "file".into());

@@ -4,6 +4,7 @@ pub mod audience;
 pub mod clock;
 pub mod external;
 pub mod identity;
+pub mod landing;
 pub mod lifecycle;
 pub mod limits;
 pub mod listing;

@@ -2,4 +2,5 @@
 
 pub mod ais;
 pub mod audiences;
+pub mod landing;
 pub mod retry;

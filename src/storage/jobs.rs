@@ -13,6 +13,8 @@ use crate::domain::Tenant;
 
 pub const CREATE_AUDIENCE: &str = "create_audience";
 pub const INGEST: &str = "ingest";
+/// Every job kind (the CHECK on `ais_jobs.kind`).
+pub const KINDS: [&str; 2] = [CREATE_AUDIENCE, INGEST];
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
@@ -266,4 +268,52 @@ pub async fn purge_idle_turns(conn: &mut PgConnection) -> sqlx::Result<u64> {
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Hands a claimed job back, due as before and without counting an attempt (the claim's is given
+/// back): the process is shutting down, so another one may take the job at once instead of
+/// waiting for the lease.
+pub async fn release(pool: &PgPool, job: &Job) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE ais_jobs SET claim = NULL, locked_by = NULL, locked_until = NULL,
+             attempts = greatest(attempts - 1, 0)
+         WHERE id = $1 AND claim = $2 AND done_at IS NULL",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Open jobs of one kind, for the metrics.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobStats {
+    pub kind: String,
+    /// Due and not held by a live lease.
+    pub queued: i64,
+    /// Held by a live lease.
+    pub running: i64,
+    /// Released after a failure, waiting for their backoff.
+    pub retrying: i64,
+    /// How long the oldest queued job has been due, in seconds (0 when none).
+    pub oldest_due_secs: f64,
+}
+
+/// Counts the open jobs by kind (reads the `ais_jobs_due` partial index's rows only).
+pub async fn stats(conn: &mut PgConnection, now: DateTime<Utc>) -> sqlx::Result<Vec<JobStats>> {
+    sqlx::query_as(
+        "SELECT kind,
+             count(*) FILTER (WHERE run_after <= $1 AND (locked_until IS NULL OR locked_until < $1)) AS queued,
+             count(*) FILTER (WHERE locked_until >= $1) AS running,
+             count(*) FILTER (WHERE run_after > $1 AND attempts > 0
+                              AND (locked_until IS NULL OR locked_until < $1)) AS retrying,
+             COALESCE(EXTRACT(EPOCH FROM $1 - min(run_after) FILTER (
+                 WHERE run_after <= $1 AND (locked_until IS NULL OR locked_until < $1))), 0)::float8
+                 AS oldest_due_secs
+         FROM ais_jobs WHERE done_at IS NULL GROUP BY kind",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await
 }

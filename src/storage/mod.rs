@@ -3,6 +3,7 @@
 pub mod ais;
 pub mod audiences;
 pub mod jobs;
+pub mod landing;
 pub mod sandboxes;
 
 use std::time::Duration;
@@ -16,22 +17,39 @@ use crate::config::DbTimeouts;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// sqlx's default number of prepared statements kept per connection.
+pub const DEFAULT_STATEMENT_CACHE: usize = 100;
+
 /// A pool of at most `max_connections` connections to `url`, each opened with `timeouts` as its
-/// session settings (sent in the startup packet, so they hold from the first statement on).
+/// session settings, keeping sqlx's default statement cache.
 pub async fn connect(
     url: &str,
     max_connections: u32,
     timeouts: &DbTimeouts,
 ) -> anyhow::Result<PgPool> {
+    connect_with(url, max_connections, timeouts, DEFAULT_STATEMENT_CACHE).await
+}
+
+/// A pool of at most `max_connections` connections to `url`, each opened with `timeouts` as its
+/// session settings (sent in the startup packet, so they hold from the first statement on) and
+/// keeping at most `statement_cache` prepared statements (0: none).
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    timeouts: &DbTimeouts,
+    statement_cache: usize,
+) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
-    let options = options.options([
-        ("statement_timeout", timeouts.statement_ms),
-        ("lock_timeout", timeouts.lock_ms),
-        (
-            "idle_in_transaction_session_timeout",
-            timeouts.idle_in_transaction_ms,
-        ),
-    ]);
+    let options = options
+        .options([
+            ("statement_timeout", timeouts.statement_ms),
+            ("lock_timeout", timeouts.lock_ms),
+            (
+                "idle_in_transaction_session_timeout",
+                timeouts.idle_in_transaction_ms,
+            ),
+        ])
+        .statement_cache_capacity(statement_cache);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
@@ -64,6 +82,25 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     let result = MIGRATOR.run(&mut *conn).await;
     conn.close().await?;
     Ok(result?)
+}
+
+/// Whether every migration this binary carries is recorded as applied in the database.
+pub async fn migrations_applied(pool: &PgPool) -> sqlx::Result<bool> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match &e {
+                // No migration table yet: nothing is applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    Ok(Vec::new())
+                }
+                _ => Err(e),
+            })?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| applied.contains(&m.version)))
 }
 
 /// The name of the constraint a database error violated, if any.

@@ -8,16 +8,21 @@
 
 use std::{
     cell::Cell,
-    fs::File,
     io::Read,
-    path::{Path, PathBuf},
+    path::Path,
     rc::Rc,
-    time::UNIX_EPOCH,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{json, Value};
 
-use crate::domain::external::{FieldType, IngestSpec, SourceKind};
+use crate::{
+    domain::{
+        external::{FieldType, IngestSpec, SourceKind},
+        landing::parse_blob_name,
+    },
+    landing::{FileInfo, Kind, Zone, ZoneError},
+};
 
 /// Identities per batch sent to the store.
 pub const BATCH: usize = 5_000;
@@ -92,50 +97,63 @@ pub struct Scan {
     pub cancelled: bool,
 }
 
-/// The files a run reads: the file itself, or every `.csv` directly in the folder, whose
+/// The files a run reads, by name inside its sandbox's zone (`None`: the sandbox has no zone,
+/// so nothing exists): the file itself, or every `.csv` directly in the folder, whose
 /// modification time (epoch seconds) lies within the window. `Err` says why there is nothing.
+/// A name that leaves the zone, a symbolic link and another sandbox's file are all simply not
+/// there: the zone is the whole world of a run.
 pub fn select_files(
-    landing: &Path,
+    zone: Option<Zone>,
     spec: &IngestSpec,
     window: (i64, i64),
-) -> Result<Vec<PathBuf>, String> {
-    let root = landing.join(&spec.source.cloud_dir).join(&spec.source.path);
+) -> Result<(Zone, Vec<String>), String> {
     let shown = format!("{}/{}", spec.source.cloud_dir, spec.source.path);
-    let meta = std::fs::metadata(&root).map_err(|e| {
-        format!(
-            "The source path '{shown}' cannot be read: {}.",
-            io_reason(&e)
-        )
+    let missing = || format!("The source path '{shown}' cannot be read: it does not exist.");
+    let name = parse_blob_name(&shown).map_err(|rule| {
+        format!("The source path '{shown}' is not a valid name in the landing zone: {rule}.")
     })?;
-    let candidates = match spec.source.kind {
-        SourceKind::File => {
-            if !meta.is_file() {
-                return Err(format!("The source path '{shown}' is not a file."));
+    let zone = zone.ok_or_else(missing)?;
+    let candidates: Vec<(String, FileInfo)> = match spec.source.kind {
+        SourceKind::File => match zone.entry(&name) {
+            Ok(Kind::File(info)) => vec![(name.to_string(), info)],
+            Ok(Kind::Folder) => return Err(format!("The source path '{shown}' is not a file.")),
+            Ok(Kind::Link) | Err(ZoneError::Link) => return Err(link(&shown)),
+            Ok(Kind::Other) => {
+                return Err(format!("The source path '{shown}' is not a regular file."))
             }
-            vec![root]
-        }
+            Err(e) => return Err(zone_reason(&shown, e)),
+        },
         SourceKind::Folder => {
-            if !meta.is_dir() {
-                return Err(format!("The source path '{shown}' is not a folder."));
-            }
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
-                .map_err(|e| format!("The folder '{shown}' cannot be listed: {}.", io_reason(&e)))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv"))
+            let files = match zone.files_in(&name) {
+                Ok(files) => files,
+                Err(ZoneError::NotAFile { .. }) => {
+                    return Err(format!("The source path '{shown}' is not a folder."))
+                }
+                Err(ZoneError::Link) => return Err(link(&shown)),
+                Err(e) => return Err(zone_reason(&shown, e)),
+            };
+            let mut found: Vec<(String, FileInfo)> = files
+                .into_iter()
+                .filter(|(f, _)| {
+                    Path::new(f)
+                        .extension()
+                        .is_some_and(|x| x.eq_ignore_ascii_case("csv"))
                 })
+                .map(|(f, info)| (format!("{name}/{f}"), info))
                 .collect();
-            found.sort();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
             if found.is_empty() {
                 return Err(format!("The folder '{shown}' holds no .csv file."));
             }
             found
         }
     };
-    let selected: Vec<PathBuf> = candidates
+    let selected: Vec<String> = candidates
         .into_iter()
-        .filter(|p| modified_secs(p).is_some_and(|m| m >= window.0 && m <= window.1))
+        .filter(|(_, info)| {
+            modified_secs(info.modified).is_some_and(|m| m >= window.0 && m <= window.1)
+        })
+        .map(|(f, _)| f)
         .collect();
     if selected.is_empty() {
         return Err(format!(
@@ -143,11 +161,27 @@ pub fn select_files(
             window.0, window.1
         ));
     }
-    Ok(selected)
+    Ok((zone, selected))
 }
 
-fn modified_secs(p: &Path) -> Option<i64> {
-    let t = std::fs::metadata(p).ok()?.modified().ok()?;
+fn link(shown: &str) -> String {
+    format!("The source path '{shown}' is a symbolic link or passes through one; links in a landing zone are never followed.")
+}
+
+fn zone_reason(shown: &str, e: ZoneError) -> String {
+    match e {
+        ZoneError::NotFound | ZoneError::Conflict => {
+            format!("The source path '{shown}' cannot be read: it does not exist.")
+        }
+        ZoneError::Io(e) => format!(
+            "The source path '{shown}' cannot be read: {}.",
+            io_reason(&e)
+        ),
+        other => format!("The source path '{shown}' cannot be read: {other}."),
+    }
+}
+
+fn modified_secs(t: SystemTime) -> Option<i64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
@@ -269,30 +303,38 @@ fn overrun(e: &csv::Error) -> Option<Overrun> {
     }
 }
 
-/// Scans the files in order. `sink` receives the identities of good rows in batches of at most
-/// [`BATCH`], at least every [`BATCH`] rows read, with the counts so far, and returns `false` to
-/// stop (the run was taken over or deleted).
+/// Scans the files (names in `zone`) in order. Each is opened afresh without following links,
+/// so a file swapped for a link after it was selected is refused, never read through. `sink`
+/// receives the identities of good rows in batches of at most [`BATCH`], at least every
+/// [`BATCH`] rows read, with the counts so far, and returns `false` to stop (the run was taken
+/// over or deleted).
 pub fn scan_files(
-    files: &[PathBuf],
-    landing: &Path,
+    files: &[String],
+    zone: &Zone,
     spec: &IngestSpec,
     limits: IngestLimits,
     sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
 ) -> Scan {
     let mut scan = Scan::default();
-    for path in files {
-        let shown = path
-            .strip_prefix(landing)
-            .unwrap_or(path)
-            .display()
-            .to_string();
+    for shown in files {
         scan.files.push(shown.clone());
-        let file = match File::open(path) {
-            Ok(f) => f,
+        let opened = parse_blob_name(shown)
+            .map_err(|_| ZoneError::NotFound)
+            .and_then(|name| zone.open_file(&name));
+        let file = match opened {
+            Ok((f, _)) => f,
+            Err(ZoneError::Link) => {
+                scan.failure = Some(link(shown));
+                return scan;
+            }
             Err(e) => {
                 scan.failure = Some(format!(
                     "The file '{shown}' cannot be opened: {}.",
-                    io_reason(&e)
+                    match e {
+                        ZoneError::Io(e) => io_reason(&e),
+                        ZoneError::NotFound => "it does not exist".into(),
+                        other => other.to_string(),
+                    }
                 ));
                 return scan;
             }
@@ -301,10 +343,10 @@ pub fn scan_files(
         // is read is stopped by the reader.
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if scan.bytes.saturating_add(size) > limits.max_bytes {
-            scan.failure = Some(bytes_bound_message(&shown, limits));
+            scan.failure = Some(bytes_bound_message(shown, limits));
             return scan;
         }
-        scan_reader(file, &shown, spec, limits, &mut scan, sink);
+        scan_reader(file, shown, spec, limits, &mut scan, sink);
         if scan.failure.is_some() || scan.cancelled {
             return scan;
         }

@@ -1,14 +1,15 @@
 //! Housekeeping on its own schedule (`MAINTENANCE_INTERVAL_SECS`), however busy the job queue
-//! is: TTL expiry, the purge of finished jobs and operations (`JOB_RETENTION_HOURS`), and the
-//! sweep of bulk rows nobody wants any more. Every pass is bounded (at most so many audiences,
-//! rows and statements), every transaction small, and several processes may run it at once.
-//! New housekeeping (e.g. the expiry of landing-zone files) belongs in [`Worker::maintain`].
+//! is: TTL expiry, the purge of finished jobs and operations (`JOB_RETENTION_HOURS`), the sweep of
+//! bulk rows nobody wants any more, and the expiry of landing-zone files (`LANDING_TTL_DAYS`).
+//! Every pass is bounded (at most so many audiences, rows, statements and entries), every
+//! transaction small, and several processes may run it at once. New housekeeping belongs in
+//! [`Worker::maintain`].
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 
 use super::{write_metrics, Worker};
-use crate::storage;
+use crate::{landing, storage};
 
 /// Audiences expired per pass.
 const EXPIRIES_PER_PASS: usize = 100;
@@ -26,6 +27,8 @@ pub struct Maintained {
     pub operations_purged: u64,
     /// Member and staged rows deleted by the sweep.
     pub rows_swept: u64,
+    /// Landing-zone files (and stale uploads) deleted.
+    pub landing: landing::Expired,
 }
 
 impl Worker {
@@ -42,6 +45,10 @@ impl Worker {
         note(self.expire_due(&mut done).await);
         note(self.purge_finished(&mut done).await);
         note(self.sweep(&mut done).await);
+        match self.expire_landing_files().await {
+            Ok(expired) => done.landing = expired,
+            Err(e) => note(Err(e)),
+        }
         match first_error {
             None => Ok(done),
             Some(e) => Err(e),

@@ -26,6 +26,8 @@ use crate::{
         Caller, Tenant,
     },
     error::Code,
+    landing::{self, Zone},
+    monitoring::{Monitoring, StepOutcome},
     service::ais::{epoch_ms, ttl_after},
     storage::{
         self,
@@ -44,6 +46,8 @@ pub struct WorkerConfig {
     /// Names this worker in `ais_jobs.locked_by`.
     pub id: String,
     pub landing_dir: PathBuf,
+    /// How long a file stays in a landing zone (`LANDING_TTL_DAYS`).
+    pub landing_ttl: std::time::Duration,
     pub clock: Clock,
     /// How long a claim holds without renewal.
     pub lease: Duration,
@@ -62,8 +66,12 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_settings(settings: &Settings) -> Self {
         WorkerConfig {
-            id: format!("worker-{}", Uuid::new_v4().simple()),
+            // The process id shows in `ais_jobs.locked_by` which process holds a job.
+            id: format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple()),
             landing_dir: settings.landing_dir(),
+            landing_ttl: std::time::Duration::from_secs(
+                u64::try_from(settings.landing_ttl_days).unwrap_or(7) * 24 * 3600,
+            ),
             clock: settings.clock.clone(),
             lease: Duration::seconds(settings.worker_lease_secs),
             max_attempts: settings.worker_max_attempts,
@@ -79,6 +87,7 @@ impl WorkerConfig {
 pub struct Worker {
     pool: PgPool,
     cfg: Arc<WorkerConfig>,
+    monitoring: Arc<Monitoring>,
 }
 
 /// The delay before retry `attempt` (1-based): 2, 4, 8, ... seconds, at most 5 minutes.
@@ -91,7 +100,14 @@ impl Worker {
         Worker {
             pool,
             cfg: Arc::new(cfg),
+            monitoring: Monitoring::new(),
         }
+    }
+
+    /// Records this worker's steps in the server's metrics.
+    pub fn with_monitoring(mut self, monitoring: Arc<Monitoring>) -> Self {
+        self.monitoring = monitoring;
+        self
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -151,33 +167,78 @@ impl Worker {
             (kind, step) => Err(anyhow!("unknown job {kind}/{step}")),
         };
         let Err(error) = outcome else {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::Done);
             return Ok(());
         };
         let cause = format!("{error:#}");
         tracing::warn!(job = %job.id, attempt = job.attempts, error = %cause, "job step failed");
         if job.attempts >= self.cfg.max_attempts {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::GaveUp);
             self.give_up(&job, &cause).await
         } else {
+            self.monitoring
+                .job_step(&job.kind, &job.step, StepOutcome::Retry);
             jobs::retry_later(&self.pool, &job, self.now() + backoff(job.attempts), &cause).await?;
             Ok(())
         }
     }
 
-    /// Runs the job loop and the maintenance loop until `stop` says so. A step in progress is
-    /// finished before the loop ends.
+    /// Deletes the landing-zone files older than the zone TTL, by this worker's clock (one task
+    /// of [`Worker::maintain`]).
+    pub async fn expire_landing_files(&self) -> anyhow::Result<landing::Expired> {
+        let (root, ttl) = (self.cfg.landing_dir.clone(), self.cfg.landing_ttl);
+        let now = std::time::SystemTime::from(self.now());
+        let expired =
+            tokio::task::spawn_blocking(move || landing::expire_files(&root, now, ttl)).await??;
+        if expired != landing::Expired::default() {
+            tracing::info!(
+                files = expired.files,
+                staged = expired.staged,
+                "landing-zone files expired"
+            );
+        }
+        Ok(expired)
+    }
+
+    /// Runs the job loop and the maintenance loop until `stop` says so.
     pub async fn run(self, stop: watch::Receiver<bool>) {
         tokio::join!(self.job_loop(stop.clone()), self.maintenance_loop(stop));
         tracing::info!(worker = %self.cfg.id, "worker stopped");
     }
 
+    /// Polls for jobs until `stop` says so. A step in progress when it does is abandoned and its
+    /// job handed back at once (claim and lease cleared), so another process continues it without
+    /// waiting for the lease; only a step's closing transaction changes anything, and it is fenced
+    /// by the claim, so an abandoned step leaves nothing half done.
     async fn job_loop(&self, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 break;
             }
-            match self.run_once().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            let round = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                claimed = self.claim() => claimed,
+            };
+            match round {
+                Ok(Some(job)) => {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => {
+                            self.hand_back(&job).await;
+                            break;
+                        }
+                        done = self.execute(job.clone()) => {
+                            if let Err(e) = done {
+                                tracing::warn!(error = %e, "worker round failed");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "worker round failed"),
             }
             tokio::select! {
@@ -193,25 +254,43 @@ impl Worker {
     }
 
     /// Maintenance every `maintenance_every`, the first pass at once, however busy the jobs are.
+    /// A pass in progress at shutdown is abandoned: each of its transactions stands alone.
     async fn maintenance_loop(&self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.cfg.maintenance_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if *stop.borrow() {
+                break;
+            }
             tokio::select! {
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        break;
-                    }
-                }
-                _ = tick.tick() => {
-                    if *stop.borrow() {
-                        break;
-                    }
-                    if let Err(e) = self.maintain().await {
+                biased;
+                _ = stop.changed() => break,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                pass = self.maintain() => {
+                    if let Err(e) = pass {
                         tracing::warn!(error = %format!("{e:#}"), "maintenance failed");
                     }
                 }
             }
+        }
+    }
+
+    /// Clears this worker's claim on `job` (shutdown).
+    async fn hand_back(&self, job: &Job) {
+        match jobs::release(&self.pool, job).await {
+            Ok(released) => {
+                if released {
+                    self.monitoring
+                        .job_step(&job.kind, &job.step, StepOutcome::Released);
+                }
+                tracing::info!(job = %job.id, released, "job handed back on shutdown");
+            }
+            // The lease still runs out: another process takes the job over after it.
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "could not hand the job back"),
         }
     }
 
@@ -355,6 +434,10 @@ impl Worker {
             return self.close(job).await;
         };
         let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
+        // A run reads its own sandbox's zone and nothing else.
+        let zone = storage::landing::account_of(&mut conn, &tenant)
+            .await?
+            .and_then(|account| Zone::new(&self.cfg.landing_dir, &account));
         drop(conn);
         // What earlier attempts staged under other claims is left to the maintenance sweep.
         let mut details: Value = serde_json::from_str(&run.details)?;
@@ -367,10 +450,9 @@ impl Worker {
             return Ok(());
         }
 
-        let landing = self.cfg.landing_dir.clone();
         let window = (run.filter_start, run.filter_end);
-        let files = match ingest::select_files(&landing, &spec, window) {
-            Ok(files) => files,
+        let (zone, files) = match ingest::select_files(zone, &spec, window) {
+            Ok(selected) => selected,
             Err(message) => {
                 let scan = Scan {
                     failure: Some(message),
@@ -386,13 +468,9 @@ impl Worker {
         let scan_spec = spec.clone();
         let limits = self.cfg.limits;
         let scanning = tokio::task::spawn_blocking(move || {
-            ingest::scan_files(
-                &files,
-                &landing,
-                &scan_spec,
-                limits,
-                &mut |batch, counts| sender.blocking_send((batch, counts.clone())).is_ok(),
-            )
+            ingest::scan_files(&files, &zone, &scan_spec, limits, &mut |batch, counts| {
+                sender.blocking_send((batch, counts.clone())).is_ok()
+            })
         });
         // The first report is shown at once, later ones at most every 0.5 s.
         let mut shown: Option<Instant> = None;
@@ -505,6 +583,18 @@ impl Worker {
             }
         }
         tx.commit().await?;
+        let status = if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCESS"
+        };
+        let m = &self.monitoring;
+        m.stage(
+            "DATASET_INGEST",
+            status,
+            clock_start.elapsed().as_secs_f64(),
+        );
+        m.rows_ingested(scan.counts.good, scan.counts.bad);
         Ok(())
     }
 
@@ -609,6 +699,9 @@ impl Worker {
         .await?;
         jobs::finish(&mut tx, job, now).await?;
         tx.commit().await?;
+        let seconds = clock_start.elapsed().as_secs_f64();
+        self.monitoring
+            .stage("PROFILE_STORE_INGEST", "SUCCESS", seconds);
         Ok(())
     }
 

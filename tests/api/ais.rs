@@ -23,10 +23,12 @@ use crate::helpers::*;
 pub const META_ACCEPT: &str = "application/vnd.adobe.external.audiences+json; version=2";
 
 /// A server with its worker off, a landing folder of its own and an adjustable clock shared with
-/// the workers the test makes.
+/// the workers the test makes. `zone` is the container folder of the default tenant's landing
+/// zone, where `write` drops files as someone with a shell on a single-team server would.
 pub struct Ais {
     pub app: TestApp,
     pub landing: PathBuf,
+    pub zone: PathBuf,
     pub clock: Clock,
 }
 
@@ -54,9 +56,11 @@ impl Ais {
             tweak(s);
         })
         .await;
+        let zone = zone_folder(&app, &landing).await;
         Ais {
             app,
             landing,
+            zone,
             clock,
         }
     }
@@ -74,6 +78,7 @@ impl Ais {
         let mut cfg = WorkerConfig {
             id: id.into(),
             landing_dir: self.landing.clone(),
+            landing_ttl: StdDuration::from_secs(7 * 24 * 3600),
             clock: self.clock.clone(),
             lease: Duration::seconds(30),
             max_attempts: 5,
@@ -110,9 +115,9 @@ impl Ais {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// Writes a file under `<landing>/<cloud>/<path>`.
+    /// Writes a file as `<cloud>/<path>` in the default tenant's landing zone.
     pub fn write(&self, cloud: &str, path: &str, content: &str) -> PathBuf {
-        let full = self.landing.join(cloud).join(path);
+        let full = self.zone.join(cloud).join(path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
         std::fs::write(&full, content).unwrap();
         full
@@ -207,6 +212,28 @@ impl Drop for Ais {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.landing);
     }
+}
+
+/// The container folder of the app's default tenant's landing zone, as the credentials name it:
+/// `<LANDING_DIR>/<storageAccountName>/dlz-user-container`.
+pub async fn zone_folder(app: &TestApp, landing: &Path) -> PathBuf {
+    let res = app
+        .request(
+            Method::GET,
+            "/data/foundation/connectors/landingzone/credentials?type=user_drop_zone",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let creds: Value = res.json().await.unwrap();
+    let account = creds["storageAccountName"].as_str().unwrap();
+    let folder = landing.join(account).join("dlz-user-container");
+    assert!(
+        folder.is_dir(),
+        "the zone's folder exists once credentials are issued"
+    );
+    folder
 }
 
 /// The tutorial's create request, reading `path` (a file under DLZ).
@@ -1195,7 +1222,13 @@ async fn a_failed_creation_reports_why_and_frees_the_name() {
 #[tokio::test]
 async fn ttl_expiry_and_extension() {
     let t = Ais::spawn().await;
-    let w = t.worker("w").await;
+    // The landing zone keeps the file through the 80 days this test spans (its own expiry is
+    // tested in landing.rs), so that extend-ttl can read it again.
+    let w = t
+        .worker_with("w", |c| {
+            c.landing_ttl = StdDuration::from_secs(365 * 24 * 3600)
+        })
+        .await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
     let extend = format!("/external-audience/extend-ttl/{audience}");
@@ -1303,7 +1336,7 @@ const LARGE_ROWS: usize = 400_000;
 async fn large_file_child() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    let path = t.landing.join("DLZ").join("big.csv");
+    let path = t.zone.join("DLZ").join("big.csv");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());

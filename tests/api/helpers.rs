@@ -178,6 +178,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub org: String,
     pub sandbox: String,
+    /// The server's metrics, for workers a test drives itself.
+    pub monitoring: std::sync::Arc<audience_server::monitoring::Monitoring>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -210,6 +212,7 @@ impl TestApp {
         let app = Application::with_pool(settings, server_pool, None).expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
+        let monitoring = app.monitoring();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             address,
@@ -218,6 +221,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             org: ORG.into(),
             sandbox: SANDBOX.into(),
+            monitoring,
             handle,
         }
     }
@@ -319,9 +323,14 @@ pub struct TenantView<'a> {
 
 impl TenantView<'_> {
     pub fn ups(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, &format!("/data/core/ups{path}"))
+    }
+
+    /// A request to any path, with this tenant's headers.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.app
             .client
-            .request(method, format!("{}/data/core/ups{path}", self.app.address))
+            .request(method, format!("{}{path}", self.app.address))
             .header("Authorization", format!("Bearer {TOKEN}"))
             .header("x-api-key", "test-key")
             .header("x-gw-ims-org-id", &self.org)

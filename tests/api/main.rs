@@ -8,6 +8,8 @@ mod embedded;
 mod foundation;
 mod helpers;
 mod hostile;
+mod landing;
 mod lifecycle;
 mod listing;
+mod operations;
 mod worker;

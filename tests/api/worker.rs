@@ -320,8 +320,8 @@ async fn the_worker_loop_stops_when_asked_and_when_its_owner_is_gone() {
 }
 
 /// Writes a CSV of `rows` distinct identities under DLZ, streaming.
-pub fn write_large(landing: &Path, name: &str, rows: usize) -> PathBuf {
-    let path = landing.join("DLZ").join(name);
+pub fn write_large(zone: &Path, name: &str, rows: usize) -> PathBuf {
+    let path = zone.join("DLZ").join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     writeln!(out, "ppid,list_id,delete,process_consent").unwrap();
@@ -358,6 +358,7 @@ async fn worker_child() {
         WorkerConfig {
             id: "child".into(),
             landing_dir: landing.into(),
+            landing_ttl: StdDuration::from_secs(7 * 24 * 3600),
             clock: Clock::system(),
             lease: Duration::seconds(30),
             max_attempts: 5,
@@ -373,7 +374,7 @@ async fn a_killed_worker_loses_nothing() {
     const ROWS: usize = 200_000;
     let t = Ais::spawn().await;
     let w = t.worker("parent").await;
-    write_large(&t.landing, "kill.csv", ROWS);
+    write_large(&t.zone, "kill.csv", ROWS);
     let audience = t.ready_audience(&w, tutorial_body("kill.csv")).await;
     let run = t
         .start_run(&audience, json!({"dataFilterStartTime": 0}))

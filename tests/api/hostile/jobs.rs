@@ -90,7 +90,7 @@ async fn unbalanced_quote_child() {
     }
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    let path = t.landing.join("DLZ").join("quote.csv");
+    let path = t.zone.join("DLZ").join("quote.csv");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     {
         // The first value opens a quote that never closes: to a CSV parser the rest of the file
@@ -305,7 +305,7 @@ async fn aborting_worker_child() {
 async fn a_step_that_kills_its_worker_is_given_up_after_the_attempt_limit() {
     let t = Ais::spawn().await;
     let w = t.worker_with("parent", |c| c.max_attempts = 3).await;
-    write_large(&t.landing, "crash.csv", 200_000);
+    write_large(&t.zone, "crash.csv", 200_000);
     let audience = t.ready_audience(&w, tutorial_body("crash.csv")).await;
     let run = t
         .start_run(&audience, json!({"dataFilterStartTime": 0}))
@@ -521,7 +521,7 @@ async fn finished_jobs_and_operations_are_purged_after_the_retention() {
 async fn rows_staged_for_a_run_deleted_mid_ingest_are_never_orphaned() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    write_large(&t.landing, "big.csv", 100_000);
+    write_large(&t.zone, "big.csv", 100_000);
     let audience = t.ready_audience(&w, tutorial_body("big.csv")).await;
     t.start_run(&audience, json!({"dataFilterStartTime": 0}))
         .await;
@@ -682,7 +682,12 @@ async fn http_never_waits_for_a_connection_behind_the_worker() {
 async fn deletes_a_patch_a_finishing_run_and_expiry_race_without_a_5xx() {
     const ROUNDS: usize = 12;
     let t = Ais::spawn().await;
-    let w = t.worker("w").await;
+    // The file stays in the landing zone through the 41 days each round moves the clock.
+    let w = t
+        .worker_with("w", |c| {
+            c.landing_ttl = StdDuration::from_secs(10 * 365 * 24 * 3600)
+        })
+        .await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     for round in 0..ROUNDS {
         let audience = t
@@ -696,6 +701,12 @@ async fn deletes_a_patch_a_finishing_run_and_expiry_race_without_a_5xx() {
         t.start_run(&audience, json!({"dataFilterStartTime": 0}))
             .await;
         assert!(w.run_once().await.unwrap());
+        let pending: Vec<String> =
+            sqlx::query_scalar("SELECT step FROM ais_jobs WHERE done_at IS NULL")
+                .fetch_all(&t.app.pool)
+                .await
+                .unwrap();
+        assert_eq!(pending, ["profile"], "round {round}");
         let barrier = Arc::new(Barrier::new(5));
         let request = |method: Method, path: String, body: Option<Value>| {
             let barrier = barrier.clone();

@@ -3,3 +3,4 @@
 
 mod inputs;
 mod jobs;
+mod landing;
