@@ -99,9 +99,16 @@ else:
     command = " ".join(db.get("command", [])) if db else ""
     m = re.search(r"max_connections=(\d+)", command)
     max_connections = int(m.group(1)) if m else 100
-    pools = count * as_int(env.get("DB_POOL_SIZE"), 16)
+    # Each process opens its HTTP pool and, when it runs the worker, the worker's own pool.
+    def connections(environment):
+        worker = str(environment.get("WORKER_ENABLED", "true")).lower() != "false"
+        return as_int(environment.get("DB_POOL_SIZE"), 16) + (
+            as_int(environment.get("WORKER_DB_POOL_SIZE"), 4) if worker else 0
+        )
+
+    pools = count * connections(env)
     if server:
-        pools += as_int(server.get("environment", {}).get("DB_POOL_SIZE"), 16)
+        pools += connections(server.get("environment", {}))
     if pools > max_connections - 8:
         problems.append(
             f"pools need {pools} connections; db allows {max_connections} (keep 8 spare)"

@@ -4,6 +4,8 @@ use std::{fmt, path::PathBuf};
 
 use clap::{Args, Command, FromArgMatches, ValueEnum};
 
+pub use crate::worker::ingest::IngestLimits;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -125,6 +127,32 @@ pub struct Settings {
     /// Attempts of one job step before its operation or run is failed.
     #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 5)]
     pub worker_max_attempts: i32,
+
+    /// Connections of the background worker's own pool (HTTP requests never wait for these).
+    #[arg(long, env = "WORKER_DB_POOL_SIZE", default_value_t = 4)]
+    pub worker_db_pool_size: u32,
+
+    /// Seconds between two maintenance passes of the worker (TTL expiry, purges, the sweep of
+    /// bulk rows nobody needs), whatever the job load.
+    #[arg(long, env = "MAINTENANCE_INTERVAL_SECS", default_value_t = 60)]
+    pub maintenance_interval_secs: u64,
+
+    /// Hours a finished job or a finished external-audience operation is kept; then it is purged
+    /// (the operation then answers 404).
+    #[arg(long, env = "JOB_RETENTION_HOURS", default_value_t = 168)]
+    pub job_retention_hours: i64,
+
+    /// Longest CSV record (row, or header) an ingestion run accepts, in bytes, line end included.
+    #[arg(long, env = "INGEST_MAX_RECORD_BYTES", default_value_t = IngestLimits::DEFAULT.max_record_bytes)]
+    pub ingest_max_record_bytes: u64,
+
+    /// Most data rows one ingestion run reads, over all its files.
+    #[arg(long, env = "INGEST_MAX_ROWS_PER_RUN", default_value_t = IngestLimits::DEFAULT.max_rows)]
+    pub ingest_max_rows_per_run: u64,
+
+    /// Most bytes one ingestion run reads, over all its files.
+    #[arg(long, env = "INGEST_MAX_BYTES_PER_RUN", default_value_t = IngestLimits::DEFAULT.max_bytes)]
+    pub ingest_max_bytes_per_run: u64,
 
     /// At most this many ingestion runs per sandbox per UTC day.
     #[arg(long, env = "RUNS_PER_SANDBOX_PER_DAY", default_value_t = 100)]
@@ -368,6 +396,14 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir.join("landing"))
     }
 
+    pub fn ingest_limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_record_bytes: self.ingest_max_record_bytes,
+            max_rows: self.ingest_max_rows_per_run,
+            max_bytes: self.ingest_max_bytes_per_run,
+        }
+    }
+
     /// The URL clients reach this server at: `PUBLIC_URL`, or made from the listen address and
     /// the port actually bound.
     pub fn public_url(&self, bound_port: u16) -> String {
@@ -428,6 +464,21 @@ impl Settings {
         if self.runs_per_audience < 1 || self.runs_per_sandbox_per_day < 1 {
             anyhow::bail!("run guardrails must be at least 1");
         }
+        // The job loop and the maintenance loop each hold a connection at times.
+        if self.worker_db_pool_size < 2 {
+            anyhow::bail!("WORKER_DB_POOL_SIZE must be at least 2");
+        }
+        if self.maintenance_interval_secs < 1 || self.job_retention_hours < 1 {
+            anyhow::bail!("MAINTENANCE_INTERVAL_SECS and JOB_RETENTION_HOURS must be at least 1");
+        }
+        if self.ingest_max_record_bytes < 1
+            || self.ingest_max_rows_per_run < 1
+            || self.ingest_max_bytes_per_run < 1
+        {
+            anyhow::bail!(
+                "INGEST_MAX_RECORD_BYTES, INGEST_MAX_ROWS_PER_RUN and INGEST_MAX_BYTES_PER_RUN must be at least 1"
+            );
+        }
         Ok(())
     }
 
@@ -458,6 +509,12 @@ impl Settings {
             worker_poll_ms: 500,
             worker_lease_secs: 30,
             worker_max_attempts: 5,
+            worker_db_pool_size: 4,
+            maintenance_interval_secs: 60,
+            job_retention_hours: 168,
+            ingest_max_record_bytes: IngestLimits::DEFAULT.max_record_bytes,
+            ingest_max_rows_per_run: IngestLimits::DEFAULT.max_rows,
+            ingest_max_bytes_per_run: IngestLimits::DEFAULT.max_bytes,
             runs_per_sandbox_per_day: 100,
             runs_per_audience: 10,
             db_timeouts: DbTimeouts::default(),
@@ -549,6 +606,27 @@ mod tests {
         s.worker_lease_secs = 10;
         s.worker_max_attempts = 0;
         assert!(s.validate().is_err());
+        s.worker_max_attempts = 5;
+        s.worker_db_pool_size = 1;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("WORKER_DB_POOL_SIZE"));
+        s.worker_db_pool_size = 2;
+        s.ingest_max_record_bytes = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("INGEST_MAX_RECORD_BYTES"));
+        s.ingest_max_record_bytes = 10;
+        s.job_retention_hours = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("JOB_RETENTION_HOURS"));
     }
 
     #[test]
@@ -633,8 +711,23 @@ mod tests {
         let mut s = Settings::for_database("postgres://x");
         s.worker_lease_secs = 7;
         s.worker_max_attempts = 2;
+        s.maintenance_interval_secs = 9;
+        s.job_retention_hours = 3;
+        s.ingest_max_record_bytes = 100;
+        s.ingest_max_rows_per_run = 200;
+        s.ingest_max_bytes_per_run = 300;
         let cfg = crate::worker::WorkerConfig::from_settings(&s);
         assert_eq!(cfg.lease, chrono::Duration::seconds(7));
         assert_eq!(cfg.max_attempts, 2);
+        assert_eq!(cfg.maintenance_every, std::time::Duration::from_secs(9));
+        assert_eq!(cfg.retention, chrono::Duration::hours(3));
+        assert_eq!(
+            cfg.limits,
+            super::IngestLimits {
+                max_record_bytes: 100,
+                max_rows: 200,
+                max_bytes: 300
+            }
+        );
     }
 }

@@ -40,8 +40,6 @@ const BLOCKS: &str = "blocks";
 pub const WALK_CAP: usize = 100_000;
 /// Uploads in progress and uncommitted blocks untouched for this long are removed.
 pub const STAGING_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How often the worker sweeps expired files.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What a zone operation can meet.
 #[derive(Debug, thiserror::Error)]

@@ -29,8 +29,8 @@ pub struct Application {
     server: Server,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
-    /// The background worker's stop signal and task, when this process runs one.
-    worker: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The background worker's stop signal, task and own pool, when this process runs one.
+    worker: Option<(watch::Sender<bool>, JoinHandle<()>, PgPool)>,
     lifecycle: Arc<Lifecycle>,
     monitoring: Arc<Monitoring>,
     /// Set to start the same graceful shutdown as SIGTERM (tests use it).
@@ -177,9 +177,10 @@ impl Application {
         tracing::info!(address = %format!("{}:{port}", settings.host), "listening");
         let worker = settings.worker_enabled.then(|| {
             let (stop, stopped) = watch::channel(false);
-            let worker = Worker::new(pool.clone(), WorkerConfig::from_settings(&settings))
+            let worker_pool = storage::worker_pool(&pool, settings.worker_db_pool_size);
+            let worker = Worker::new(worker_pool.clone(), WorkerConfig::from_settings(&settings))
                 .with_monitoring(monitoring.clone());
-            (stop, tokio::spawn(worker.run(stopped)))
+            (stop, tokio::spawn(worker.run(stopped)), worker_pool)
         });
         let upkeep = {
             let monitoring = monitoring.clone();
@@ -248,7 +249,7 @@ impl Application {
             _ = signalled => {
                 tracing::info!("shutdown requested: draining");
                 self.lifecycle.start_draining();
-                if let Some((stop, _)) = &self.worker {
+                if let Some((stop, _, _)) = &self.worker {
                     let _ = stop.send(true);
                 }
                 // Carried out while the server future is polled below.
@@ -270,9 +271,10 @@ impl Application {
                 (&mut self.server).await?;
             }
         }
-        if let Some((stop, task)) = self.worker.take() {
+        if let Some((stop, task, worker_pool)) = self.worker.take() {
             let _ = stop.send(true);
             let _ = task.await;
+            worker_pool.close().await;
         }
         self.upkeep.abort();
         self.pool.close().await;

@@ -23,6 +23,8 @@ use crate::{
     },
 };
 
+use super::{audiences, retry};
+
 /// What AIS requests need besides the pool: the clock, the run guardrails and the input bounds.
 #[derive(Clone, Debug)]
 pub struct AisConfig {
@@ -257,6 +259,18 @@ pub async fn patch_external(
     id: &str,
     patch: Value,
 ) -> Result<Value, ApiError> {
+    retry::on_conflict(|| patch_external_once(pool, cfg, tenant, caller, id, patch.clone())).await
+}
+
+/// Lock order: the external audience, then its UPS audience (see `audiences::delete_cascade`).
+async fn patch_external_once(
+    pool: &PgPool,
+    cfg: &AisConfig,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    patch: Value,
+) -> Result<Value, ApiError> {
     let mut tx = pool.begin().await?;
     let row = ready_external(&mut tx, tenant, id, true).await?;
     let Value::Object(current) = parse_json(&row.spec) else {
@@ -287,18 +301,14 @@ pub async fn patch_external(
     Ok(render_external(&updated))
 }
 
-/// Deletes an external audience and its UPS audience; its runs and members go with it.
+/// Deletes an external audience and its UPS audience; its runs go with it, its members are swept
+/// by the worker's maintenance. The same cascade as a UPS delete, in the same lock order.
 pub async fn delete_external(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<(), ApiError> {
-    let mut tx = pool.begin().await?;
-    let row = ready_external(&mut tx, tenant, id, true).await?;
-    if let Some(ups) = storage::audiences::lock(&mut tx, tenant, row.id).await? {
-        super::audiences::ensure_no_live_dependents(&mut tx, tenant, row.id, "deleted").await?;
-        storage::audiences::delete(&mut tx, tenant, row.id).await?;
-        storage::audiences::refresh_dependents(&mut tx, tenant, &ups.dependencies).await?;
+    let uuid = parse_uuid(id, "external audience")?;
+    match audiences::delete_cascade(pool, tenant, uuid, audiences::DeleteVia::Ais).await? {
+        true => Ok(()),
+        false => Err(not_found("external audience", id)),
     }
-    storage::ais::delete_external(&mut tx, tenant, row.id).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The stages of a run as first written: both pending.
@@ -406,15 +416,28 @@ pub async fn start_run(
 ) -> Result<Value, ApiError> {
     let now = cfg.clock.now();
     let window = external::run_window(&body, now.timestamp())?;
-    let mut tx = pool.begin().await?;
-    let row = ready_external(&mut tx, tenant, id, true).await?;
-    let run = queue_run(&mut tx, cfg, tenant, caller, &row, "run", window, now).await?;
-    tx.commit().await?;
-    Ok(render_run(&run))
+    retry::on_conflict(|| async {
+        let mut tx = pool.begin().await?;
+        let row = ready_external(&mut tx, tenant, id, true).await?;
+        let run = queue_run(&mut tx, cfg, tenant, caller, &row, "run", window, now).await?;
+        tx.commit().await?;
+        Ok(render_run(&run))
+    })
+    .await
 }
 
 /// Re-ingests the data of the last successful run, which restarts the TTL when it succeeds.
 pub async fn extend_ttl(
+    pool: &PgPool,
+    cfg: &AisConfig,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+) -> Result<Value, ApiError> {
+    retry::on_conflict(|| extend_ttl_once(pool, cfg, tenant, caller, id)).await
+}
+
+async fn extend_ttl_once(
     pool: &PgPool,
     cfg: &AisConfig,
     tenant: &Tenant,

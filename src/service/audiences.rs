@@ -18,6 +18,8 @@ use crate::{
     storage::{self, audiences::StoredAudience},
 };
 
+use super::retry;
+
 /// An `If-Match` precondition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
@@ -76,7 +78,21 @@ pub async fn create(
             etag: created.etag,
         });
     }
+    retry::on_conflict(|| create_referencing(pool, tenant, caller, id, fields.clone())).await
+}
+
+/// A create whose expression references other audiences: they are locked FOR UPDATE in id order
+/// before anything is checked, so two writes that reference one parent queue on it (instead of
+/// both share-locking it and deadlocking when each upgrades to refresh its `dependents`).
+async fn create_referencing(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: Uuid,
+    fields: ClientFields,
+) -> Result<Written, ApiError> {
     let mut tx = pool.begin().await?;
+    storage::audiences::lock_ids(&mut tx, tenant, &referenced_ids(&fields)).await?;
     let dependencies = resolve_dependencies(&mut tx, tenant, id, &fields).await?;
     let created = Audience::create(id, fields, caller, dependencies);
     let body = storage::audiences::insert(&mut tx, tenant, &created).await?;
@@ -86,6 +102,28 @@ pub async fn create(
         body,
         etag: created.etag,
     })
+}
+
+/// The ids among the audiences an expression references (anything else is refused later).
+fn referenced_ids(fields: &ClientFields) -> Vec<Uuid> {
+    fields
+        .expression_value()
+        .map(audience::referenced_audiences)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| Uuid::parse_str(r).ok())
+        .collect()
+}
+
+/// The audiences a write of `fields` over `current` locks: itself, those it references now and
+/// those it will reference, sorted by id.
+fn rows_to_lock(current: &Audience, fields: &ClientFields) -> Vec<Uuid> {
+    let mut ids = vec![current.id];
+    ids.extend(current.dependencies.iter().copied());
+    ids.extend(referenced_ids(fields));
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,8 +205,9 @@ async fn update_with(
     update_locked(pool, tenant, caller, id, if_match, change).await
 }
 
-/// The locking path: the row is locked for the whole transaction, so the rules about other
-/// audiences are checked against exactly what is committed with the write.
+/// The locking path: the audience, those it references and those it will reference are locked
+/// FOR UPDATE, together, in id order (see [`delete_cascade`] for the one lock order), so the rules
+/// about other audiences are checked against exactly what is committed with the write.
 async fn update_locked(
     pool: &PgPool,
     tenant: &Tenant,
@@ -178,14 +217,52 @@ async fn update_locked(
     change: impl Fn(&Audience) -> Result<ClientFields, ApiError>,
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
+    let change = &change;
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let written = retry::on_conflict(|| {
+            update_locked_once(pool, tenant, caller, id, uuid, if_match.as_ref(), change)
+        })
+        .await?;
+        if let Some(written) = written {
+            return Ok(written);
+        }
+    }
+    Err(retry::busy(None))
+}
+
+/// One try of [`update_locked`]; `None` when the audience changed between the read that chose
+/// the rows to lock and the lock, so that the write now needs other rows: read again.
+async fn update_locked_once(
+    pool: &PgPool,
+    tenant: &Tenant,
+    caller: &Caller,
+    id: &str,
+    uuid: Uuid,
+    if_match: Option<&IfMatch>,
+    change: &impl Fn(&Audience) -> Result<ClientFields, ApiError>,
+) -> Result<Option<Written>, ApiError> {
+    let seen = storage::audiences::read(pool, tenant, uuid)
+        .await?
+        .ok_or_else(|| ApiError::audience_not_found(id))?;
+    if let Some(precondition) = if_match {
+        precondition.check(&seen.etag)?;
+    }
+    let wanted = rows_to_lock(&seen, &change(&seen)?);
     let mut tx = pool.begin().await?;
+    storage::audiences::lock_ids(&mut tx, tenant, &wanted).await?;
     let current = storage::audiences::lock(&mut tx, tenant, uuid)
         .await?
         .ok_or_else(|| ApiError::audience_not_found(id))?;
-    if let Some(precondition) = &if_match {
+    if let Some(precondition) = if_match {
         precondition.check(&current.etag)?;
     }
     let fields = change(&current)?;
+    if !rows_to_lock(&current, &fields)
+        .iter()
+        .all(|x| wanted.contains(x))
+    {
+        return Ok(None);
+    }
     let dependencies = resolve_dependencies(&mut tx, tenant, uuid, &fields).await?;
     if fields.lifecycle == Lifecycle::Inactive && current.fields.lifecycle != Lifecycle::Inactive {
         ensure_no_live_dependents(&mut tx, tenant, uuid, "deactivated").await?;
@@ -195,10 +272,10 @@ async fn update_locked(
     let changed: Vec<Uuid> = symmetric_difference(&current.dependencies, &updated.dependencies);
     storage::audiences::refresh_dependents(&mut tx, tenant, &changed).await?;
     tx.commit().await?;
-    Ok(Written {
+    Ok(Some(Written {
         body,
         etag: updated.etag,
-    })
+    }))
 }
 
 pub async fn delete(
@@ -208,21 +285,100 @@ pub async fn delete(
     if_match: Option<IfMatch>,
 ) -> Result<(), ApiError> {
     let uuid = parse_id(id)?;
-    let mut tx = pool.begin().await?;
-    let current = storage::audiences::lock(&mut tx, tenant, uuid)
-        .await?
-        .ok_or_else(|| ApiError::audience_not_found(id))?;
-    if let Some(precondition) = &if_match {
-        precondition.check(&current.etag)?;
+    match delete_cascade(pool, tenant, uuid, DeleteVia::Ups(if_match.as_ref())).await? {
+        true => Ok(()),
+        false => Err(ApiError::audience_not_found(id)),
     }
-    ensure_no_live_dependents(&mut tx, tenant, uuid, "deleted").await?;
-    storage::audiences::delete(&mut tx, tenant, uuid).await?;
-    storage::audiences::refresh_dependents(&mut tx, tenant, &current.dependencies).await?;
-    // An audience created through AIS is the same audience there: it goes with its runs and
-    // members (nothing happens for any other audience).
-    storage::ais::delete_external(&mut tx, tenant, uuid).await?;
+}
+
+/// Which family asked for a delete: the audience must exist there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeleteVia<'a> {
+    /// `DELETE /audiences/{id}`: the UPS audience must exist; `If-Match` is checked on it.
+    Ups(Option<&'a IfMatch>),
+    /// `DELETE /external-audience/{id}`: the external audience must exist and be ready.
+    Ais,
+}
+
+/// Deletes an audience and, when it was created through AIS, its external audience and runs, in
+/// one transaction. Both deletes (UPS and AIS) call this. `false` when there is nothing to delete
+/// in the asking family. The bulk rows (members, staged identities) are left to the worker's
+/// maintenance sweep, so the transaction is never sized by a file.
+///
+/// **The lock order.** Every path that touches an audience and its external audience takes its
+/// row locks in this order, skipping what it does not need:
+///  1. the job (`ais_jobs`), held by a worker's step;
+///  2. the creation operation (`ais_operations`);
+///  3. the external audience (`external_audiences`);
+///  4. UPS audiences (`audiences`): every one the transaction writes, FOR UPDATE, together, in
+///     id order ([`storage::audiences::lock_ids`]);
+///  5. runs (`ais_runs`).
+///
+/// Here: 3, then 4 (the audience and the audiences it references, whose `dependents` change),
+/// then 5 (deleted with the external audience). AIS PATCH: 3, 4. Run creation: 3, then the
+/// sandbox's run lock, then inserts. UPS create and update: 4. The worker: audience creation 1,
+/// 2, 3, 4; the profile step's batches 1, its switch 1, 3, 4, 5; TTL expiry 3, 4 (staging takes
+/// no lock).
+/// Written down in docs/AIS.md too.
+pub(crate) async fn delete_cascade(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: Uuid,
+    via: DeleteVia<'_>,
+) -> Result<bool, ApiError> {
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let deleted = retry::on_conflict(|| delete_cascade_once(pool, tenant, id, via)).await?;
+        if let Some(deleted) = deleted {
+            return Ok(deleted);
+        }
+    }
+    Err(retry::busy(None))
+}
+
+/// One try of [`delete_cascade`]; `None` when the audience's references changed between the read
+/// that chose the rows to lock and the lock: read again.
+async fn delete_cascade_once(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: Uuid,
+    via: DeleteVia<'_>,
+) -> Result<Option<bool>, ApiError> {
+    let mut tx = pool.begin().await?;
+    // 3. The external audience, if the audience has one.
+    let external = storage::ais::get_external(&mut tx, tenant, id, true).await?;
+    if matches!(via, DeleteVia::Ais) && external.as_ref().is_none_or(|e| e.state != "ready") {
+        return Ok(Some(false));
+    }
+    // 4. The audience and the audiences it references, in id order.
+    let mut deleted_ups = false;
+    if let Some(seen) = storage::audiences::read_on(&mut tx, tenant, id).await? {
+        let mut wanted = seen.dependencies.clone();
+        wanted.push(id);
+        wanted.sort();
+        wanted.dedup();
+        storage::audiences::lock_ids(&mut tx, tenant, &wanted).await?;
+        if let Some(current) = storage::audiences::lock(&mut tx, tenant, id).await? {
+            if !current.dependencies.iter().all(|d| wanted.contains(d)) {
+                return Ok(None);
+            }
+            if let DeleteVia::Ups(Some(precondition)) = via {
+                precondition.check(&current.etag)?;
+            }
+            ensure_no_live_dependents(&mut tx, tenant, id, "deleted").await?;
+            storage::audiences::delete(&mut tx, tenant, id).await?;
+            storage::audiences::refresh_dependents(&mut tx, tenant, &current.dependencies).await?;
+            deleted_ups = true;
+        }
+    }
+    if matches!(via, DeleteVia::Ups(_)) && !deleted_ups {
+        return Ok(Some(false));
+    }
+    // 5. The runs go with the external audience.
+    if external.is_some() {
+        storage::ais::delete_external(&mut tx, tenant, id).await?;
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(Some(true))
 }
 
 /// The audiences named by `inSegment(..)` in the expression: each must exist in the tenant, not

@@ -3,3 +3,4 @@
 pub mod ais;
 pub mod audiences;
 pub mod landing;
+pub mod retry;

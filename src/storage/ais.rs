@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::violated_constraint;
+use super::{jobs::Job, violated_constraint};
 use crate::{
     domain::{external::RunSort, Caller, Sandbox, Tenant},
     error::{ApiError, Code},
@@ -156,22 +156,14 @@ pub async fn mark_ready(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> s
     Ok(())
 }
 
-/// Deletes an external audience; its runs, staged rows and members go with it.
+/// Deletes an external audience; its runs go with it (foreign key). Its member and staged rows
+/// are no longer wanted by anyone and are deleted in batches by the maintenance sweep
+/// ([`garbage_member_sets`], [`garbage_staged_sets`]): no transaction here is sized by a file.
 pub async fn delete_external(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
 ) -> sqlx::Result<bool> {
-    // The bulk tables have no foreign keys (see the migration): their rows go first, explicitly.
-    sqlx::query(
-        "DELETE FROM ais_staged_members s USING ais_runs r
-         WHERE r.sandbox_id = $1 AND r.audience_id = $2 AND s.run_id = r.id",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    delete_members(conn, tenant, id).await?;
     let done = sqlx::query("DELETE FROM external_audiences WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)
@@ -441,25 +433,49 @@ pub async fn finish_run(
     Ok(done.rows_affected() == 1)
 }
 
-/// Adds a batch of identities read by a run under `claim`, through `COPY` (several times faster
-/// than row inserts for large files). Nothing is staged for a run outside the tenant.
+/// What became of a batch handed to [`stage_members`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staging {
+    Staged,
+    /// The job's claim is no longer this worker's: it stops.
+    NotOurs,
+    /// The run was deleted or has ended: there is nothing to stage for.
+    RunGone,
+}
+
+/// Adds a batch of identities read by a run under the job's claim, through `COPY` (several times
+/// faster than row inserts for large files), if the claim is still the worker's and the run still
+/// in progress. The checks take no lock, so a worker that died in the middle of a batch never
+/// holds up a takeover or a delete: a batch that lands just after one is staged under a claim or
+/// for a run nobody wants any more, which makes it garbage for the maintenance sweep (see below).
 pub async fn stage_members(
     conn: &mut PgConnection,
     tenant: &Tenant,
+    job: &Job,
     run_id: Uuid,
-    claim: Uuid,
     identities: &[String],
-) -> sqlx::Result<()> {
-    let (in_tenant,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM ais_runs WHERE sandbox_id = $1 AND id = $2)")
-            .bind(tenant.sandbox_id())
-            .bind(run_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if !in_tenant || identities.is_empty() {
-        return Ok(());
+) -> sqlx::Result<Staging> {
+    let (ours, running): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL),
+                EXISTS (SELECT 1 FROM ais_runs
+                        WHERE sandbox_id = $3 AND id = $4 AND status = 'PROCESSING')",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .bind(tenant.sandbox_id())
+    .bind(run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !ours {
+        return Ok(Staging::NotOurs);
     }
-    let prefix = format!("{run_id}\t{claim}\t");
+    if !running {
+        return Ok(Staging::RunGone);
+    }
+    if identities.is_empty() {
+        return Ok(Staging::Staged);
+    }
+    let prefix = format!("{run_id}\t{}\t", job.claim);
     let mut data = Vec::with_capacity(identities.iter().map(|i| i.len() + 80).sum());
     for identity in identities {
         data.extend_from_slice(prefix.as_bytes());
@@ -471,7 +487,7 @@ pub async fn stage_members(
         .await?;
     copy.send(data).await?;
     copy.finish().await?;
-    Ok(())
+    Ok(Staging::Staged)
 }
 
 /// Escapes a value for COPY's text format.
@@ -487,70 +503,56 @@ fn copy_text_escape(value: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Forgets what earlier attempts of a run staged.
-pub async fn clear_staged(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    run_id: Uuid,
-    except_claim: Option<Uuid>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM ais_staged_members s USING ais_runs r
-         WHERE r.sandbox_id = $1 AND r.id = $2 AND s.run_id = r.id
-           AND ($3::uuid IS NULL OR s.claim <> $3)",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(run_id)
-    .bind(except_claim)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// How much one [`move_staged_batch`] did.
+pub struct Moved {
+    /// Staged rows taken (fewer than asked: nothing is left).
+    pub taken: i64,
+    /// Identities new to the run's member set.
+    pub stored: i64,
 }
 
-/// Removes every member of an external audience of the tenant.
-async fn delete_members(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    audience_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM ais_members m USING external_audiences a
-         WHERE a.sandbox_id = $1 AND a.id = $2 AND m.audience_id = a.id",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(audience_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Replaces an audience's members with the distinct identities a run staged under `claim`, and
-/// returns how many distinct profiles it now has.
-pub async fn replace_members(
+/// Moves up to `limit` rows a run staged under `claim` into the run's member set (distinct
+/// identities), in the caller's transaction: the staged rows are deleted by the statement that
+/// stores them, so a batch is applied once whatever happens to the worker. The batch goes into the
+/// index in identity order (fewer pages touched than in hash order).
+pub async fn move_staged_batch(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience_id: Uuid,
     run_id: Uuid,
     claim: Uuid,
-) -> sqlx::Result<i64> {
-    delete_members(conn, tenant, audience_id).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO ais_members (audience_id, identity, run_id)
-         SELECT DISTINCT $2::uuid, s.identity, $3::uuid
-         FROM ais_staged_members s JOIN ais_runs r ON r.id = s.run_id
-         WHERE r.sandbox_id = $1 AND r.id = $3 AND r.audience_id = $2 AND s.claim = $4",
+    limit: i64,
+) -> sqlx::Result<Moved> {
+    let (taken, stored): (i64, i64) = sqlx::query_as(
+        "WITH run AS (
+             SELECT id FROM ais_runs WHERE sandbox_id = $1 AND id = $3 AND audience_id = $2),
+         taken AS (
+             DELETE FROM ais_staged_members
+             WHERE ctid = ANY (ARRAY(
+                 SELECT s.ctid FROM ais_staged_members s JOIN run ON run.id = s.run_id
+                 WHERE s.claim = $4 LIMIT $5))
+             RETURNING identity),
+         stored AS (
+             INSERT INTO ais_members (audience_id, run_id, identity)
+             SELECT DISTINCT $2::uuid, $3::uuid, identity FROM taken ORDER BY identity
+             ON CONFLICT DO NOTHING
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM stored)",
     )
     .bind(tenant.sandbox_id())
     .bind(audience_id)
     .bind(run_id)
     .bind(claim)
-    .execute(&mut *conn)
+    .bind(limit)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(inserted.rows_affected() as i64)
+    Ok(Moved { taken, stored })
 }
 
-/// Records a successful ingestion on the audience: its profile count and when its data expires.
-pub async fn record_success(
+/// Makes a run's member set the audience's members and records the ingestion: profile count and
+/// when the data expires. The set was written beforehand; readers see the old members until this
+/// commits and the new ones after.
+pub async fn switch_members(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience_id: Uuid,
@@ -559,8 +561,8 @@ pub async fn record_success(
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE external_audiences SET last_success_run_id = $3, profile_count = $4,
-             expires_at = $5, expired = false
+        "UPDATE external_audiences SET members_run_id = $3, last_success_run_id = $3,
+             profile_count = $4, expires_at = $5, expired = false
          WHERE sandbox_id = $1 AND id = $2",
     )
     .bind(tenant.sandbox_id())
@@ -588,15 +590,15 @@ pub async fn claim_expired(
     .await
 }
 
-/// Removes an audience's members and marks its data expired.
+/// Marks an audience's data expired: it has no members from now on (its member set is left to
+/// the maintenance sweep).
 pub async fn expire(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience_id: Uuid,
 ) -> sqlx::Result<()> {
-    delete_members(conn, tenant, audience_id).await?;
     sqlx::query(
-        "UPDATE external_audiences SET expired = true, profile_count = 0
+        "UPDATE external_audiences SET expired = true, profile_count = 0, members_run_id = NULL
          WHERE sandbox_id = $1 AND id = $2",
     )
     .bind(tenant.sandbox_id())
@@ -604,6 +606,123 @@ pub async fn expire(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` operations that ended before `before`; returns how many. A purged
+/// operation answers 404 like one that never existed.
+pub async fn purge_finished_operations(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM ais_operations WHERE id IN (
+             SELECT id FROM ais_operations WHERE status <> 'PROCESSING' AND updated_at < $1
+             ORDER BY updated_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+// The maintenance sweep. The bulk tables carry no foreign keys (a key is checked row by row), so
+// their rows are grouped in sets and a set is garbage when nothing can want it any more:
+// - a member set (audience, run) when the audience does not point at it and no open job works
+//   on the run (only the run's own open job adds to it, and only its closing transaction can
+//   make the audience point at it);
+// - a staged set (run, claim) when no open job of the run holds the claim or reads it as its
+//   staged claim (a claim, once replaced, never comes back; a batch checked just before its claim
+//   was replaced may still land afterwards, and is then garbage like the rest of the set).
+// A set that is garbage stays garbage, so deleting it batch by batch is safe. The sets are found
+// by walking the distinct keys of the tables' indexes, so no row can be left out.
+
+/// Member sets nobody wants, at most `limit`.
+pub async fn garbage_member_sets(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as(
+        "WITH RECURSIVE sets (audience_id, run_id) AS (
+             (SELECT audience_id, run_id FROM ais_members ORDER BY audience_id, run_id LIMIT 1)
+             UNION ALL
+             SELECT n.audience_id, n.run_id FROM sets s CROSS JOIN LATERAL (
+                 SELECT m.audience_id, m.run_id FROM ais_members m
+                 WHERE (m.audience_id, m.run_id) > (s.audience_id, s.run_id)
+                 ORDER BY m.audience_id, m.run_id LIMIT 1) n)
+         SELECT audience_id, run_id FROM sets s
+         WHERE NOT EXISTS (SELECT 1 FROM external_audiences a
+                           WHERE a.id = s.audience_id AND a.members_run_id = s.run_id)
+           AND NOT EXISTS (SELECT 1 FROM ais_jobs j
+                           WHERE j.target_id = s.run_id AND j.done_at IS NULL)
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Staged sets nobody wants, at most `limit`.
+pub async fn garbage_staged_sets(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as(
+        "WITH RECURSIVE sets (run_id, claim) AS (
+             (SELECT run_id, claim FROM ais_staged_members ORDER BY run_id, claim LIMIT 1)
+             UNION ALL
+             SELECT n.run_id, n.claim FROM sets s CROSS JOIN LATERAL (
+                 SELECT m.run_id, m.claim FROM ais_staged_members m
+                 WHERE (m.run_id, m.claim) > (s.run_id, s.claim)
+                 ORDER BY m.run_id, m.claim LIMIT 1) n)
+         SELECT run_id, claim FROM sets s
+         WHERE NOT EXISTS (SELECT 1 FROM ais_jobs j
+                           WHERE j.target_id = s.run_id AND j.done_at IS NULL
+                             AND (j.claim = s.claim OR j.staged_claim = s.claim))
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Deletes up to `limit` rows of a member set; returns how many.
+pub async fn delete_member_rows(
+    conn: &mut PgConnection,
+    audience_id: Uuid,
+    run_id: Uuid,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM ais_members WHERE ctid = ANY (ARRAY(
+             SELECT ctid FROM ais_members WHERE audience_id = $1 AND run_id = $2 LIMIT $3))",
+    )
+    .bind(audience_id)
+    .bind(run_id)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `limit` rows of a staged set; returns how many.
+pub async fn delete_staged_rows(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    claim: Uuid,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM ais_staged_members WHERE ctid = ANY (ARRAY(
+             SELECT ctid FROM ais_staged_members WHERE run_id = $1 AND claim = $2 LIMIT $3))",
+    )
+    .bind(run_id)
+    .bind(claim)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The tenant a sandbox belongs to, for work that starts from a row rather than a request.

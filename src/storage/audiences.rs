@@ -47,6 +47,42 @@ pub async fn lock(
     row.map(|(body,)| parse_stored(&body)).transpose()
 }
 
+/// Locks the audiences of `ids` that exist in the tenant, FOR UPDATE, in id order (the order every
+/// transaction that writes several audiences takes them in; see
+/// `service::audiences::delete_cascade`). Returns the ids found.
+pub async fn lock_ids(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<Uuid>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The rows are locked as they leave the sort, so in id order.
+    sqlx::query_scalar(
+        "SELECT id FROM audiences WHERE sandbox_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Reads an audience on a connection without locking it.
+pub async fn read_on(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<Audience>, ApiError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2")
+            .bind(tenant.sandbox_id())
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(body,)| parse_stored(&body)).transpose()
+}
+
 fn parse_stored(body: &str) -> Result<Audience, ApiError> {
     let value = serde_json::from_str(body).map_err(ApiError::internal)?;
     Audience::from_body(value).map_err(ApiError::internal)
@@ -183,7 +219,8 @@ pub async fn delete(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx:
 }
 
 /// The lifecycle state of each of `ids` that exists in the tenant. The rows are share-locked so
-/// they cannot change state or vanish before the transaction commits.
+/// they cannot change state or vanish before the transaction commits (writers lock them
+/// FOR UPDATE beforehand with [`lock_ids`], so this takes no new lock there).
 pub async fn states_of(
     conn: &mut PgConnection,
     tenant: &Tenant,

@@ -1,9 +1,12 @@
 //! SQL for the worker's jobs. A job is claimed with `FOR UPDATE SKIP LOCKED` by writing a fresh
 //! `claim` token and a lease; every later write of the claimant names that token, so a worker
-//! whose lease ran out (and was taken over) can no longer change anything.
+//! whose lease ran out (and was taken over) can no longer change anything. Every claim counts an
+//! attempt of the job's step, so a step that kills its worker is not retried forever. Claims go
+//! round the sandboxes with due work, least recently served first, so one tenant's queue delays
+//! another tenant's work by at most the jobs already in progress.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::Tenant;
@@ -23,7 +26,15 @@ pub struct Job {
     pub attempts: i32,
     pub claim: Uuid,
     pub staged_claim: Option<Uuid>,
+    /// Members the profile step has stored so far (its batches survive a takeover).
+    pub members_stored: i64,
 }
+
+const JOB_COLUMNS: &str =
+    "id, sandbox_id, kind, target_id, step, attempts, claim, staged_claim, members_stored";
+
+/// Sandboxes looked at per claim, least recently served first.
+const FAIR_CANDIDATES: i64 = 8;
 
 /// Queues a job in the caller's transaction, due now.
 pub async fn insert(
@@ -49,29 +60,69 @@ pub async fn insert(
     Ok(())
 }
 
-/// Claims the oldest due job that nobody holds (or whose holder's lease ran out).
+/// Claims a due job that nobody holds (or whose holder's lease ran out): the oldest one of the
+/// sandbox with due work that was served longest ago (a sandbox never served first). The claim
+/// counts an attempt of the job's step.
 pub async fn claim(
     pool: &PgPool,
     worker: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> sqlx::Result<Option<Job>> {
-    sqlx::query_as(
-        "UPDATE ais_jobs SET claim = $1, locked_by = $2, locked_until = $4
-         WHERE id = (
-             SELECT id FROM ais_jobs
-             WHERE done_at IS NULL AND run_after <= $3
-               AND (locked_until IS NULL OR locked_until < $3)
-             ORDER BY run_after, created_at
-             LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING id, sandbox_id, kind, target_id, step, attempts, claim, staged_claim",
+    let sandboxes: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT d.sandbox_id FROM (
+             SELECT DISTINCT sandbox_id FROM ais_jobs
+             WHERE done_at IS NULL AND run_after <= $1
+               AND (locked_until IS NULL OR locked_until < $1)) d
+         LEFT JOIN ais_job_turns t ON t.sandbox_id = d.sandbox_id
+         ORDER BY t.turn NULLS FIRST, d.sandbox_id
+         LIMIT $2",
     )
-    .bind(Uuid::new_v4())
-    .bind(worker)
     .bind(now)
-    .bind(lease_until)
-    .fetch_optional(pool)
-    .await
+    .bind(FAIR_CANDIDATES)
+    .fetch_all(pool)
+    .await?;
+    // A sandbox whose due jobs another worker is claiming right now yields nothing: try the next.
+    for sandbox in sandboxes {
+        if let Some(job) = claim_in(pool, sandbox, worker, now, lease_until).await? {
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
+}
+
+async fn claim_in(
+    pool: &PgPool,
+    sandbox_id: Uuid,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> sqlx::Result<Option<Job>> {
+    let sql = format!(
+        "WITH claimed AS (
+             UPDATE ais_jobs SET claim = $1, locked_by = $2, locked_until = $4,
+                 attempts = attempts + 1
+             WHERE id = (
+                 SELECT id FROM ais_jobs
+                 WHERE sandbox_id = $5 AND done_at IS NULL AND run_after <= $3
+                   AND (locked_until IS NULL OR locked_until < $3)
+                 ORDER BY run_after, created_at
+                 LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING {JOB_COLUMNS}),
+         turn AS (
+             INSERT INTO ais_job_turns (sandbox_id, turn)
+             SELECT sandbox_id, nextval('ais_job_turn_seq') FROM claimed
+             ON CONFLICT (sandbox_id) DO UPDATE SET turn = EXCLUDED.turn)
+         SELECT {JOB_COLUMNS} FROM claimed"
+    );
+    sqlx::query_as::<_, Job>(AssertSqlSafe(sql))
+        .bind(Uuid::new_v4())
+        .bind(worker)
+        .bind(now)
+        .bind(lease_until)
+        .bind(sandbox_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Locks a job for the closing transaction of a step; `false` when the claim is no longer ours.
@@ -84,6 +135,25 @@ pub async fn hold(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.is_some())
+}
+
+/// Adds to the members a held job's profile step has stored and renews its lease, in the
+/// transaction of the batch that stored them; returns the new total.
+pub async fn add_members_stored(
+    conn: &mut PgConnection,
+    job: &Job,
+    stored: i64,
+    lease_until: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE ais_jobs SET members_stored = members_stored + $2, locked_until = $3
+         WHERE id = $1 RETURNING members_stored",
+    )
+    .bind(job.id)
+    .bind(stored)
+    .bind(lease_until)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Extends the lease; `false` when the claim is no longer ours.
@@ -112,8 +182,8 @@ pub async fn advance(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE ais_jobs SET step = $2, staged_claim = $3, attempts = 0, claim = NULL,
-             locked_by = NULL, locked_until = NULL, run_after = $4, last_error = NULL
+        "UPDATE ais_jobs SET step = $2, staged_claim = $3, attempts = 0, members_stored = 0,
+             claim = NULL, locked_by = NULL, locked_until = NULL, run_after = $4, last_error = NULL
          WHERE id = $1",
     )
     .bind(job.id)
@@ -125,20 +195,32 @@ pub async fn advance(
     Ok(())
 }
 
-/// Marks a held job done.
+/// Marks a held job done; `error` is the internal cause when it was given up.
 pub async fn finish(conn: &mut PgConnection, job: &Job, now: DateTime<Utc>) -> sqlx::Result<()> {
+    finish_with(conn, job, now, None).await
+}
+
+pub async fn finish_with(
+    conn: &mut PgConnection,
+    job: &Job,
+    now: DateTime<Utc>,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE ais_jobs SET done_at = $2, claim = NULL, locked_by = NULL, locked_until = NULL
+        "UPDATE ais_jobs SET done_at = $2, claim = NULL, locked_by = NULL, locked_until = NULL,
+             last_error = coalesce($3, last_error)
          WHERE id = $1",
     )
     .bind(job.id)
     .bind(now)
+    .bind(error)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Releases a job after a transient failure, due again at `run_after`.
+/// Releases a job after a transient failure, due again at `run_after`. The attempt was counted
+/// when the job was claimed.
 pub async fn retry_later(
     pool: &PgPool,
     job: &Job,
@@ -146,7 +228,7 @@ pub async fn retry_later(
     error: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE ais_jobs SET attempts = attempts + 1, run_after = $3, last_error = $4,
+        "UPDATE ais_jobs SET run_after = $3, last_error = $4,
              claim = NULL, locked_by = NULL, locked_until = NULL
          WHERE id = $1 AND claim = $2",
     )
@@ -159,11 +241,42 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// Hands a claimed job back, due as before and without counting an attempt: the process is
-/// shutting down, so another one may take the job at once instead of waiting for the lease.
+/// Deletes up to `limit` jobs that finished before `before`; returns how many.
+pub async fn purge_finished(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM ais_jobs WHERE id IN (
+             SELECT id FROM ais_jobs WHERE done_at < $1 ORDER BY done_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Forgets when sandboxes without open jobs were last served (they come first when they have
+/// work again, which is what an idle tenant deserves).
+pub async fn purge_idle_turns(conn: &mut PgConnection) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM ais_job_turns t WHERE NOT EXISTS (
+             SELECT 1 FROM ais_jobs j WHERE j.sandbox_id = t.sandbox_id AND j.done_at IS NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Hands a claimed job back, due as before and without counting an attempt (the claim's is given
+/// back): the process is shutting down, so another one may take the job at once instead of
+/// waiting for the lease.
 pub async fn release(pool: &PgPool, job: &Job) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE ais_jobs SET claim = NULL, locked_by = NULL, locked_until = NULL
+        "UPDATE ais_jobs SET claim = NULL, locked_by = NULL, locked_until = NULL,
+             attempts = greatest(attempts - 1, 0)
          WHERE id = $1 AND claim = $2 AND done_at IS NULL",
     )
     .bind(job.id)

@@ -59,6 +59,19 @@ pub async fn connect_with(
     Ok(pool)
 }
 
+/// A second pool on the same database, for the background worker: HTTP requests never wait for
+/// a connection behind ingestion, and the worker's sessions show as `application_name` in
+/// `pg_stat_activity`. It copies the first pool's connection options, and connects lazily.
+pub fn worker_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name("audience-server-worker");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy_with(options)
+}
+
 /// Applies the migrations on a connection of `pool` whose timeouts are lifted (a migration may
 /// rewrite a large table); the connection is closed afterwards rather than returned to the pool.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -1,11 +1,16 @@
 //! Reading a run's source: which files, and the streaming CSV check of DATASET_INGEST. Blocking
 //! I/O: the worker calls [`scan_files`] on a blocking thread. Memory stays bounded whatever the
-//! file size: one record buffer is reused, identities leave in batches of [`BATCH`], and at most
-//! [`MAX_SAMPLE`] row errors are kept.
+//! file holds: one record buffer is reused and may grow to [`IngestLimits::max_record_bytes`] at
+//! most (the reader refuses to hand the CSV parser more bytes of one record, so an unbalanced
+//! quote cannot turn the rest of a file into one ever-growing record), identities leave in
+//! batches of [`BATCH`], at most [`MAX_SAMPLE`] row errors are kept and every value or header
+//! echoed in a message is clipped to [`ECHO_CHARS`].
 
 use std::{
+    cell::Cell,
     io::Read,
     path::Path,
+    rc::Rc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -25,6 +30,37 @@ pub const BATCH: usize = 5_000;
 pub const MAX_SAMPLE: usize = 100;
 /// The CSV reader's buffer.
 pub const READ_BUFFER: usize = 64 * 1024;
+/// Characters of a value, header name or header list shown in a message; longer ones are cut
+/// with an ellipsis.
+pub const ECHO_CHARS: usize = 64;
+/// Header names listed in the "header lacks field(s)" message.
+const ECHO_HEADER_NAMES: usize = 20;
+
+/// What one ingestion run may read (settings `INGEST_MAX_RECORD_BYTES`,
+/// `INGEST_MAX_ROWS_PER_RUN`, `INGEST_MAX_BYTES_PER_RUN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Bytes of one record (a row or the header), line end included.
+    pub max_record_bytes: u64,
+    /// Data rows over all the run's files.
+    pub max_rows: u64,
+    /// Bytes over all the run's files.
+    pub max_bytes: u64,
+}
+
+impl IngestLimits {
+    pub const DEFAULT: IngestLimits = IngestLimits {
+        max_record_bytes: 1024 * 1024,
+        max_rows: 10_000_000,
+        max_bytes: 1024 * 1024 * 1024,
+    };
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
@@ -53,6 +89,8 @@ pub struct Counts {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub counts: Counts,
+    /// Bytes read so far, over all files.
+    pub bytes: u64,
     pub errors: Vec<RowError>,
     pub files: Vec<String>,
     pub failure: Option<String>,
@@ -147,11 +185,121 @@ fn modified_secs(t: SystemTime) -> Option<i64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
+/// Why a file cannot be used, in words fit for a tenant: file-system error text (paths, "No
+/// space left on device") stays in the log.
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "it does not exist".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+        _ => {
+            tracing::warn!(error = %e, "landing file not usable");
+            "an I/O error occurred (the cause is in the server log)".into()
+        }
+    }
+}
+
+/// `text` cut to [`ECHO_CHARS`] characters, with an ellipsis when it was longer.
+pub fn clip(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// Header column `i` as compared with the declared fields: trimmed, without the UTF-8 BOM of
+/// the first one.
+fn header_name(header: &csv::ByteRecord, i: usize) -> String {
+    with_header_name(header, i, str::to_owned)
+}
+
+fn with_header_name<T>(header: &csv::ByteRecord, i: usize, f: impl FnOnce(&str) -> T) -> T {
+    let h = String::from_utf8_lossy(&header[i]);
+    let h = if i == 0 {
+        h.trim_start_matches('\u{feff}')
+    } else {
+        &h
+    };
+    f(h.trim())
+}
+
+/// The first header names (of `total`) for a message: each clipped, at most
+/// [`ECHO_HEADER_NAMES`] of them.
+fn header_for_message(first: &[String], total: usize) -> String {
+    let mut shown: Vec<String> = first
+        .iter()
+        .take(ECHO_HEADER_NAMES)
+        .map(|n| clip(n))
+        .collect();
+    if total > shown.len() {
+        shown.push(format!("… ({} more)", total - shown.len()));
+    }
+    shown.join(", ")
+}
+
+fn bytes_bound_message(file: &str, limits: IngestLimits) -> String {
+    format!(
+        "The run's files hold more than INGEST_MAX_BYTES_PER_RUN ({} bytes); '{file}' passes that bound.",
+        limits.max_bytes
+    )
+}
+
+/// Which bound a [`Bounded`] reader stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overrun {
+    Record,
+    Bytes,
+}
+
+impl std::fmt::Display for Overrun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overrun::Record => "record too long",
+            Overrun::Bytes => "too many bytes for one run",
+        })
+    }
+}
+
+impl std::error::Error for Overrun {}
+
+/// A reader that hands out at most `max_record` bytes past the start of the record being parsed
+/// (`record_start`, moved on by the scan after every record) and at most `budget` bytes in all.
+/// Beyond either it fails with an [`Overrun`], which the CSV reader passes on as an I/O error;
+/// so the parser's record buffer never holds more than one bounded record.
+struct Bounded<R> {
+    inner: R,
+    delivered: u64,
+    record_start: Rc<Cell<u64>>,
+    max_record: u64,
+    budget: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let record_room =
+            (self.record_start.get() + self.max_record).saturating_sub(self.delivered);
+        let room = record_room.min(self.budget);
+        if room == 0 {
+            // Exactly at a bound: fine if the input ends here, an overrun if it goes on.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ if record_room == 0 => Err(std::io::Error::other(Overrun::Record)),
+                _ => Err(std::io::Error::other(Overrun::Bytes)),
+            };
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.delivered += n as u64;
+        self.budget -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The bound a CSV error stands for, if it is one of the [`Bounded`] reader's.
+fn overrun(e: &csv::Error) -> Option<Overrun> {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io.get_ref()?.downcast_ref::<Overrun>().copied(),
+        _ => None,
     }
 }
 
@@ -164,6 +312,7 @@ pub fn scan_files(
     files: &[String],
     zone: &Zone,
     spec: &IngestSpec,
+    limits: IngestLimits,
     sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
 ) -> Scan {
     let mut scan = Scan::default();
@@ -190,7 +339,14 @@ pub fn scan_files(
                 return scan;
             }
         };
-        scan_reader(file, shown, spec, &mut scan, sink);
+        // A file that cannot fit is refused before a byte of it is read; one that grows while it
+        // is read is stopped by the reader.
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if scan.bytes.saturating_add(size) > limits.max_bytes {
+            scan.failure = Some(bytes_bound_message(shown, limits));
+            return scan;
+        }
+        scan_reader(file, shown, spec, limits, &mut scan, sink);
         if scan.failure.is_some() || scan.cancelled {
             return scan;
         }
@@ -203,54 +359,83 @@ pub fn scan_reader<R: Read>(
     reader: R,
     name: &str,
     spec: &IngestSpec,
+    limits: IngestLimits,
     scan: &mut Scan,
     sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
 ) {
+    let record_start = Rc::new(Cell::new(0u64));
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
         .buffer_capacity(READ_BUFFER)
-        .from_reader(reader);
-    let header = match csv.byte_headers() {
-        Ok(h) => h.clone(),
+        .from_reader(Bounded {
+            inner: reader,
+            delivered: 0,
+            record_start: record_start.clone(),
+            max_record: limits.max_record_bytes,
+            budget: limits.max_bytes.saturating_sub(scan.bytes),
+        });
+    // Whatever way the scan of this file ends, the bytes it read count for the run.
+    let bytes_before = scan.bytes;
+    let header = csv.byte_headers().cloned();
+    let read_failure = |scan: &mut Scan, e: &csv::Error, row: Option<u64>| {
+        let at = match row {
+            None => format!("The header of '{name}'"),
+            Some(row) => format!("Row {} of '{name}'", row + 1),
+        };
+        scan.failure = Some(match overrun(e) {
+            Some(Overrun::Record) => format!(
+                "{at} is longer than INGEST_MAX_RECORD_BYTES ({} bytes); an unbalanced quote makes the rest of a file one record.",
+                limits.max_record_bytes
+            ),
+            Some(Overrun::Bytes) => bytes_bound_message(name, limits),
+            None => {
+                tracing::warn!(file = name, error = %e, "CSV read failed");
+                match row {
+                    None => format!("The file '{name}' cannot be read (the cause is in the server log)."),
+                    Some(row) => format!(
+                        "The file '{name}' cannot be read after row {row} (the cause is in the server log)."
+                    ),
+                }
+            }
+        });
+    };
+    let header = match header {
+        Ok(h) => h,
         Err(e) => {
-            scan.failure = Some(format!("The file '{name}' cannot be read: {e}."));
+            read_failure(scan, &e, None);
             return;
         }
     };
-    let names: Vec<String> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let h = String::from_utf8_lossy(h);
-            let h = if i == 0 {
-                h.trim_start_matches('\u{feff}')
-            } else {
-                &h
-            };
-            h.trim().to_owned()
-        })
-        .collect();
-    let missing: Vec<&str> = spec
+    record_start.set(csv.position().byte());
+    // Header names are compared in place: a header of a million empty names costs no more
+    // memory than its record.
+    let name_at = |i: usize| header_name(&header, i);
+    let position_of =
+        |field: &str| (0..header.len()).find(|&i| with_header_name(&header, i, |n| n == field));
+    let missing: Vec<String> = spec
         .fields
         .iter()
-        .filter(|f| !names.iter().any(|n| n == &f.name))
-        .map(|f| f.name.as_str())
+        .filter(|f| position_of(&f.name).is_none())
+        .map(|f| clip(&f.name))
         .collect();
     if !missing.is_empty() {
+        let shown: Vec<String> = (0..header.len().min(ECHO_HEADER_NAMES + 1))
+            .map(name_at)
+            .collect();
         scan.failure = Some(format!(
             "The header of '{name}' lacks the declared field(s) {}; it has {}.",
             missing.join(", "),
-            names.join(", ")
+            header_for_message(&shown, header.len())
         ));
+        scan.bytes = bytes_before + csv.position().byte();
         return;
     }
     let columns: Vec<(usize, &str, FieldType, bool)> = spec
         .fields
         .iter()
         .map(|f| {
-            let index = names.iter().position(|n| n == &f.name).unwrap_or(0);
             (
-                index,
+                position_of(&f.name).unwrap_or(0),
                 f.name.as_str(),
                 f.field_type,
                 f.identity_ns.is_some(),
@@ -266,19 +451,27 @@ pub fn scan_reader<R: Read>(
     let mut batch: Vec<String> = Vec::with_capacity(BATCH);
     let mut row: u64 = 0;
     loop {
-        match csv.read_byte_record(&mut record) {
+        let read = csv.read_byte_record(&mut record);
+        scan.bytes = bytes_before + csv.position().byte();
+        match read {
             Ok(false) => break,
-            Ok(true) => {}
+            Ok(true) => record_start.set(csv.position().byte()),
             Err(e) => {
-                scan.failure = Some(format!(
-                    "The file '{name}' cannot be read after row {row}: {e}."
-                ));
+                read_failure(scan, &e, Some(row));
                 return;
             }
         }
+        if scan.counts.read >= limits.max_rows {
+            scan.failure = Some(format!(
+                "The run has more than INGEST_MAX_ROWS_PER_RUN ({}) data rows; row {} of '{name}' passes that bound.",
+                limits.max_rows,
+                row + 1
+            ));
+            return;
+        }
         row += 1;
         scan.counts.read += 1;
-        match check_row(&record, names.len(), &columns) {
+        match check_row(&record, header.len(), &columns) {
             Ok(()) => {
                 scan.counts.good += 1;
                 let id = String::from_utf8_lossy(&record[identity_index])
@@ -347,8 +540,12 @@ fn check_row(
                 "the identity value contains a NUL character".into(),
             ));
         }
-        ty.check(value)
-            .map_err(|reason| (Some((*name).to_owned()), format!("'{value}' is {reason}")))?;
+        ty.check(value).map_err(|reason| {
+            (
+                Some((*name).to_owned()),
+                format!("'{}' is {reason}", clip(value)),
+            )
+        })?;
     }
     Ok(())
 }
@@ -357,6 +554,177 @@ fn check_row(
 mod tests {
     use super::*;
     use crate::domain::external::{Field, Source};
+
+    const LIMITS: IngestLimits = IngestLimits::DEFAULT;
+
+    fn scan_with(data: &[u8], limits: IngestLimits) -> (Scan, Vec<String>) {
+        let mut scan = Scan::default();
+        let mut got = Vec::new();
+        scan_reader(data, "f.csv", &spec(), limits, &mut scan, &mut |b, _| {
+            got.extend(b);
+            true
+        });
+        (scan, got)
+    }
+
+    fn record_bound(bytes: u64) -> IngestLimits {
+        IngestLimits {
+            max_record_bytes: bytes,
+            ..LIMITS
+        }
+    }
+
+    #[test]
+    fn a_record_of_exactly_the_bound_passes_and_one_byte_more_fails_naming_it() {
+        // "email,score\n" is 12 bytes, "aaaaaaaa@x,1\n" 13.
+        let data = b"email,score\naaaaaaaa@x,1\n";
+        let (scan, got) = scan_with(data, record_bound(13));
+        assert!(scan.failure.is_none(), "{:?}", scan.failure);
+        assert_eq!(got, vec!["aaaaaaaa@x"]);
+        let (scan, _) = scan_with(data, record_bound(12));
+        let failure = scan.failure.unwrap();
+        assert!(
+            failure
+                .starts_with("Row 1 of 'f.csv' is longer than INGEST_MAX_RECORD_BYTES (12 bytes)"),
+            "{failure}"
+        );
+        // The last row may lack its line end.
+        let (scan, _) = scan_with(b"email,score\naaaaaaaa@x,1", record_bound(12));
+        assert!(scan.failure.is_none(), "{:?}", scan.failure);
+        let (scan, _) = scan_with(data, record_bound(11));
+        assert!(scan.failure.unwrap().starts_with(
+            "The header of 'f.csv' is longer than INGEST_MAX_RECORD_BYTES (11 bytes)"
+        ));
+    }
+
+    /// Endless input: a header, an opening quote that never closes, then row after row.
+    struct Unbalanced {
+        sent: u64,
+        largest_read: usize,
+    }
+
+    impl Read for Unbalanced {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest_read = self.largest_read.max(buf.len());
+            let start: &[u8] = b"email,score\n\"a@x,1\n";
+            let fill = b"b@x,2\n";
+            for (i, byte) in buf.iter_mut().enumerate() {
+                let at = self.sent + i as u64;
+                *byte = match start.get(at as usize) {
+                    Some(b) => *b,
+                    None => fill[((at - start.len() as u64) % fill.len() as u64) as usize],
+                };
+            }
+            self.sent += buf.len() as u64;
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn an_unbalanced_quote_stops_at_the_record_bound_without_reading_on() {
+        let mut reader = Unbalanced {
+            sent: 0,
+            largest_read: 0,
+        };
+        let mut scan = Scan::default();
+        scan_reader(
+            &mut reader,
+            "q.csv",
+            &spec(),
+            record_bound(100_000),
+            &mut scan,
+            &mut |_, _| true,
+        );
+        let failure = scan.failure.unwrap();
+        assert!(
+            failure.starts_with(
+                "Row 1 of 'q.csv' is longer than INGEST_MAX_RECORD_BYTES (100000 bytes)"
+            ),
+            "{failure}"
+        );
+        // The reader was asked for the header, the bounded record and one probe byte, no more.
+        assert!(reader.sent <= 12 + 100_000 + 1, "{}", reader.sent);
+        assert_eq!(scan.counts.read, 0);
+    }
+
+    #[test]
+    fn rows_and_bytes_per_run_are_bounded_over_all_files() {
+        let data = b"email,score\na@x,1\nb@x,2\nc@x,3\n";
+        let rows = |n| IngestLimits {
+            max_rows: n,
+            ..LIMITS
+        };
+        let (scan, _) = scan_with(data, rows(3));
+        assert!(scan.failure.is_none());
+        let (scan, _) = scan_with(data, rows(2));
+        assert_eq!(
+            scan.failure.unwrap(),
+            "The run has more than INGEST_MAX_ROWS_PER_RUN (2) data rows; row 3 of 'f.csv' passes that bound."
+        );
+        // 12 + 3 * 6 = 30 bytes.
+        let bytes = |n| IngestLimits {
+            max_bytes: n,
+            ..LIMITS
+        };
+        let (scan, _) = scan_with(data, bytes(30));
+        assert!(scan.failure.is_none());
+        assert_eq!(scan.bytes, 30);
+        let (scan, _) = scan_with(data, bytes(29));
+        assert!(scan
+            .failure
+            .unwrap()
+            .starts_with("The run's files hold more than INGEST_MAX_BYTES_PER_RUN (29 bytes)"));
+        // A second file starts with what the first one used.
+        let mut scan = Scan::default();
+        scan_reader(
+            &data[..],
+            "a.csv",
+            &spec(),
+            rows(4),
+            &mut scan,
+            &mut |_, _| true,
+        );
+        scan_reader(
+            &data[..],
+            "b.csv",
+            &spec(),
+            rows(4),
+            &mut scan,
+            &mut |_, _| true,
+        );
+        assert_eq!(
+            scan.failure.unwrap(),
+            "The run has more than INGEST_MAX_ROWS_PER_RUN (4) data rows; row 2 of 'b.csv' passes that bound."
+        );
+    }
+
+    #[test]
+    fn echoed_values_and_headers_are_clipped() {
+        let long = "9".repeat(10_000);
+        let data = format!("email,score\na@x,{long}x\n");
+        let (scan, _) = scan_with(data.as_bytes(), LIMITS);
+        let reason = &scan.errors[0].reason;
+        assert!(reason.chars().count() < ECHO_CHARS + 40, "{reason}");
+        assert!(
+            reason.starts_with(&format!("'{}…' is not an integer", &long[..ECHO_CHARS])),
+            "{reason}"
+        );
+
+        let header: Vec<String> = (0..5_000)
+            .map(|i| format!("{}{i}", "h".repeat(200)))
+            .collect();
+        let data = format!("{},email\n", header.join(","));
+        let (scan, _) = scan_with(data.as_bytes(), LIMITS);
+        let failure = scan.failure.unwrap();
+        assert!(failure.len() < 2_000, "{} bytes", failure.len());
+        assert!(
+            failure.contains("lacks the declared field(s) score"),
+            "{failure}"
+        );
+        assert!(failure.ends_with("… (4981 more)."), "{failure}");
+        assert_eq!(clip("short"), "short");
+        assert_eq!(clip(&"é".repeat(65)), format!("{}…", "é".repeat(64)));
+    }
 
     fn spec() -> IngestSpec {
         IngestSpec {
@@ -386,10 +754,17 @@ mod tests {
         let data = "\u{feff}score,email,extra\n1,a@x,z\nnope,b@x,z\n2,,z\n3,c@x\n4,a@x,z\n";
         let mut scan = Scan::default();
         let mut got = Vec::new();
-        scan_reader(data.as_bytes(), "f.csv", &spec(), &mut scan, &mut |b, _| {
-            got.extend(b);
-            true
-        });
+        scan_reader(
+            data.as_bytes(),
+            "f.csv",
+            &spec(),
+            LIMITS,
+            &mut scan,
+            &mut |b, _| {
+                got.extend(b);
+                true
+            },
+        );
         assert!(scan.failure.is_none());
         assert_eq!(
             scan.counts,
@@ -418,6 +793,7 @@ mod tests {
             data.as_bytes(),
             "f.csv",
             &spec(),
+            LIMITS,
             &mut scan,
             &mut |b, counts| {
                 assert!(b.is_empty());
@@ -438,6 +814,7 @@ mod tests {
             "email,other\na,b\n".as_bytes(),
             "f.csv",
             &spec(),
+            LIMITS,
             &mut scan,
             &mut |_, _| true,
         );
@@ -485,11 +862,18 @@ mod tests {
         let mut scan = Scan::default();
         let mut largest_batch = 0;
         let mut total = 0;
-        scan_reader(&mut reader, "big.csv", &spec(), &mut scan, &mut |b, _| {
-            largest_batch = largest_batch.max(b.len());
-            total += b.len();
-            true
-        });
+        scan_reader(
+            &mut reader,
+            "big.csv",
+            &spec(),
+            LIMITS,
+            &mut scan,
+            &mut |b, _| {
+                largest_batch = largest_batch.max(b.len());
+                total += b.len();
+                true
+            },
+        );
         assert_eq!(scan.counts.good, 300_000);
         assert_eq!(total, 300_000);
         assert!(largest_batch <= BATCH);

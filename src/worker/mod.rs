@@ -1,10 +1,12 @@
-//! The background worker: claims due jobs from Postgres (`FOR UPDATE SKIP LOCKED` with a lease),
-//! carries out one step of one job per [`Worker::run_once`], and sweeps audiences whose data has
-//! expired. Every step ends with one transaction that commits only while the job is still held
-//! under the same claim, so a step is applied at most once even when a lease runs out and another
-//! process takes the job over. See docs/AIS.md for the state machine and the numbers.
+//! The background worker: claims due jobs from Postgres (`FOR UPDATE SKIP LOCKED` with a lease,
+//! fairly across sandboxes), carries out one step of one job per [`Worker::run_once`], and on its
+//! own schedule runs [`Worker::maintain`] (TTL expiry, purges, the sweep of bulk rows). Every
+//! transaction of a step commits only while the job is still held under the same claim, so a step
+//! is applied at most once even when a lease runs out and another process takes the job over.
+//! See docs/AIS.md for the state machine and the numbers.
 
 pub mod ingest;
+pub mod maintenance;
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
@@ -29,12 +31,15 @@ use crate::{
     service::ais::{epoch_ms, ttl_after},
     storage::{
         self,
-        ais::RunRow,
+        ais::{RunRow, Staging},
         jobs::{self, Job},
     },
 };
 
-use ingest::{Counts, Scan};
+use ingest::{Counts, IngestLimits, Scan};
+
+/// Staged rows moved into the member set per transaction of the profile step.
+pub const MOVE_BATCH: i64 = 50_000;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -46,10 +51,16 @@ pub struct WorkerConfig {
     pub clock: Clock,
     /// How long a claim holds without renewal.
     pub lease: Duration,
-    /// Attempts of one step before the job's operation or run is failed.
+    /// Attempts (claims) of one step before the job's operation or run is failed.
     pub max_attempts: i32,
     /// Pause between polls when there is nothing to do.
     pub poll: std::time::Duration,
+    /// What one ingestion run may read.
+    pub limits: IngestLimits,
+    /// Time between maintenance passes.
+    pub maintenance_every: std::time::Duration,
+    /// How long finished jobs and operations are kept.
+    pub retention: Duration,
 }
 
 impl WorkerConfig {
@@ -65,6 +76,9 @@ impl WorkerConfig {
             lease: Duration::seconds(settings.worker_lease_secs),
             max_attempts: settings.worker_max_attempts,
             poll: std::time::Duration::from_millis(settings.worker_poll_ms.max(10)),
+            limits: settings.ingest_limits(),
+            maintenance_every: std::time::Duration::from_secs(settings.maintenance_interval_secs),
+            retention: Duration::hours(settings.job_retention_hours),
         }
     }
 }
@@ -104,14 +118,14 @@ impl Worker {
         self.cfg.clock.now()
     }
 
-    /// Does one unit of work: one step of one due job, or else the expiry of one audience's data.
-    /// Returns whether there was anything to do.
+    /// Does one step of one due job. Returns whether there was anything to do. (Expiry and the
+    /// other housekeeping are [`Worker::maintain`]'s, on their own schedule.)
     pub async fn run_once(&self) -> anyhow::Result<bool> {
         if let Some(job) = self.claim().await? {
             self.execute(job).await?;
             return Ok(true);
         }
-        self.expire_one().await
+        Ok(false)
     }
 
     /// Runs [`Worker::run_once`] until nothing is due; returns how many units were done.
@@ -131,8 +145,21 @@ impl Worker {
     }
 
     /// Carries out one step of a claimed job. A failure is retried later with backoff; after
-    /// `max_attempts` the operation or run fails with the cause.
+    /// `max_attempts` claims the operation or run fails. A job claimed more often than that has
+    /// killed or stalled the workers that claimed it before: it is given up without running.
     pub async fn execute(&self, job: Job) -> anyhow::Result<()> {
+        if job.attempts > self.cfg.max_attempts {
+            tracing::error!(
+                job = %job.id, kind = %job.kind, step = %job.step, attempts = job.attempts - 1,
+                "job step never completed: giving up"
+            );
+            return self
+                .give_up(
+                    &job,
+                    "the step never completed (its worker stopped or lost its lease)",
+                )
+                .await;
+        }
         let outcome = match (job.kind.as_str(), job.step.as_str()) {
             (jobs::CREATE_AUDIENCE, _) => self.create_audience(&job).await,
             (jobs::INGEST, "dataset") => self.dataset_ingest(&job).await,
@@ -144,27 +171,22 @@ impl Worker {
                 .job_step(&job.kind, &job.step, StepOutcome::Done);
             return Ok(());
         };
-        let attempt = job.attempts + 1;
-        tracing::warn!(job = %job.id, attempt, error = %error, "job step failed");
-        if attempt >= self.cfg.max_attempts {
+        let cause = format!("{error:#}");
+        tracing::warn!(job = %job.id, attempt = job.attempts, error = %cause, "job step failed");
+        if job.attempts >= self.cfg.max_attempts {
             self.monitoring
                 .job_step(&job.kind, &job.step, StepOutcome::GaveUp);
-            self.give_up(&job, &format!("{error:#}")).await
+            self.give_up(&job, &cause).await
         } else {
             self.monitoring
                 .job_step(&job.kind, &job.step, StepOutcome::Retry);
-            jobs::retry_later(
-                &self.pool,
-                &job,
-                self.now() + backoff(attempt),
-                &format!("{error:#}"),
-            )
-            .await?;
+            jobs::retry_later(&self.pool, &job, self.now() + backoff(job.attempts), &cause).await?;
             Ok(())
         }
     }
 
-    /// Deletes the landing-zone files older than the zone TTL, by this worker's clock.
+    /// Deletes the landing-zone files older than the zone TTL, by this worker's clock (one task
+    /// of [`Worker::maintain`]).
     pub async fn expire_landing_files(&self) -> anyhow::Result<landing::Expired> {
         let (root, ttl) = (self.cfg.landing_dir.clone(), self.cfg.landing_ttl);
         let now = std::time::SystemTime::from(self.now());
@@ -180,21 +202,20 @@ impl Worker {
         Ok(expired)
     }
 
-    /// Polls until `stop` says so. A step in progress when it does is abandoned and its job handed
-    /// back at once (claim and lease cleared), so another process continues it without waiting
-    /// for the lease; only a step's closing transaction changes anything, and it is fenced by the
-    /// claim, so an abandoned step leaves nothing half done.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut swept: Option<Instant> = None;
+    /// Runs the job loop and the maintenance loop until `stop` says so.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        tokio::join!(self.job_loop(stop.clone()), self.maintenance_loop(stop));
+        tracing::info!(worker = %self.cfg.id, "worker stopped");
+    }
+
+    /// Polls for jobs until `stop` says so. A step in progress when it does is abandoned and its
+    /// job handed back at once (claim and lease cleared), so another process continues it without
+    /// waiting for the lease; only a step's closing transaction changes anything, and it is fenced
+    /// by the claim, so an abandoned step leaves nothing half done.
+    async fn job_loop(&self, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 break;
-            }
-            if swept.is_none_or(|at| at.elapsed() >= landing::SWEEP_EVERY) {
-                swept = Some(Instant::now());
-                if let Err(e) = self.expire_landing_files().await {
-                    tracing::warn!(error = %e, "landing-zone expiry failed");
-                }
             }
             let round = tokio::select! {
                 biased;
@@ -217,11 +238,7 @@ impl Worker {
                     }
                     continue;
                 }
-                Ok(None) => match self.expire_one().await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "worker round failed"),
-                },
+                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "worker round failed"),
             }
             tokio::select! {
@@ -234,7 +251,32 @@ impl Worker {
                 _ = tokio::time::sleep(self.cfg.poll) => {}
             }
         }
-        tracing::info!(worker = %self.cfg.id, "worker stopped");
+    }
+
+    /// Maintenance every `maintenance_every`, the first pass at once, however busy the jobs are.
+    /// A pass in progress at shutdown is abandoned: each of its transactions stands alone.
+    async fn maintenance_loop(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.cfg.maintenance_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                pass = self.maintain() => {
+                    if let Err(e) = pass {
+                        tracing::warn!(error = %format!("{e:#}"), "maintenance failed");
+                    }
+                }
+            }
+        }
     }
 
     /// Clears this worker's claim on `job` (shutdown).
@@ -397,15 +439,7 @@ impl Worker {
             .await?
             .and_then(|account| Zone::new(&self.cfg.landing_dir, &account));
         drop(conn);
-        // What earlier attempts staged is forgotten, only while the job is still ours: a worker
-        // whose lease ran out must not delete the rows of the one that took over.
-        let mut tx = self.pool.begin().await?;
-        if !jobs::hold(&mut tx, job).await? {
-            return Ok(());
-        }
-        storage::ais::clear_staged(&mut tx, &tenant, run.id, Some(job.claim)).await?;
-        tx.commit().await?;
-
+        // What earlier attempts staged under other claims is left to the maintenance sweep.
         let mut details: Value = serde_json::from_str(&run.details)?;
         let flow = details[0]["flowRunId"].clone();
         details[0] = json!({
@@ -432,17 +466,29 @@ impl Worker {
 
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Vec<String>, Counts)>(2);
         let scan_spec = spec.clone();
+        let limits = self.cfg.limits;
         let scanning = tokio::task::spawn_blocking(move || {
-            ingest::scan_files(&files, &zone, &scan_spec, &mut |batch, counts| {
+            ingest::scan_files(&files, &zone, &scan_spec, limits, &mut |batch, counts| {
                 sender.blocking_send((batch, counts.clone())).is_ok()
             })
         });
         // The first report is shown at once, later ones at most every 0.5 s.
         let mut shown: Option<Instant> = None;
-        let mut conn = self.pool.acquire().await?;
         while let Some((batch, counts)) = receiver.recv().await {
             if !batch.is_empty() {
-                storage::ais::stage_members(&mut conn, &tenant, run.id, job.claim, &batch).await?;
+                let staging = {
+                    let mut conn = self.pool.acquire().await?;
+                    storage::ais::stage_members(&mut conn, &tenant, job, run.id, &batch).await?
+                };
+                match staging {
+                    Staging::Staged => {}
+                    Staging::NotOurs => return Ok(()),
+                    Staging::RunGone => {
+                        drop(receiver);
+                        let _ = scanning.await;
+                        return self.close(job).await;
+                    }
+                }
             }
             if shown.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(500)) {
                 shown = Some(Instant::now());
@@ -454,7 +500,6 @@ impl Worker {
                 }
             }
         }
-        drop(conn);
         let scan = scanning.await?;
         if scan.cancelled {
             return Ok(());
@@ -512,7 +557,7 @@ impl Worker {
         }
         match &failure {
             Some(message) => {
-                storage::ais::clear_staged(&mut tx, tenant, run.id, None).await?;
+                // What was staged is left to the maintenance sweep: the job ends here.
                 storage::ais::finish_run(
                     &mut tx,
                     tenant,
@@ -553,16 +598,61 @@ impl Worker {
         Ok(())
     }
 
-    /// PROFILE_STORE_INGEST: replaces the audience's members with the distinct identities the
-    /// dataset stage staged, records the count and the expiry, ends the run. One transaction.
+    /// PROFILE_STORE_INGEST: moves the distinct identities the dataset stage staged into the run's
+    /// own member set, [`MOVE_BATCH`] rows per transaction (each holding the claim, renewing the
+    /// lease and adding to the job's count, so a takeover carries on where the last commit left
+    /// off); then one small transaction points the audience at the new set, records the count
+    /// and the expiry and ends the run. No transaction and no lock is sized by the file.
     async fn profile_ingest(&self, job: &Job) -> anyhow::Result<()> {
-        let now = self.now();
+        let started = self.now();
         let clock_start = Instant::now();
+        let staged = job.staged_claim.ok_or_else(|| {
+            anyhow!(
+                "job {} reached the profile step without staged rows",
+                job.id
+            )
+        })?;
+        let tenant = {
+            let mut conn = self.pool.acquire().await?;
+            self.tenant(&mut conn, job.sandbox_id).await?
+        };
+        let stored = loop {
+            let mut tx = self.pool.begin().await?;
+            if !jobs::hold(&mut tx, job).await? {
+                return Ok(());
+            }
+            let run = storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?;
+            let Some(run) = run.filter(|r| r.status == "PROCESSING") else {
+                // Deleted or ended meanwhile: the set written so far is left to the sweep.
+                jobs::finish(&mut tx, job, self.now()).await?;
+                tx.commit().await?;
+                return Ok(());
+            };
+            let moved = storage::ais::move_staged_batch(
+                &mut tx,
+                &tenant,
+                run.audience_id,
+                run.id,
+                staged,
+                MOVE_BATCH,
+            )
+            .await?;
+            let stored =
+                jobs::add_members_stored(&mut tx, job, moved.stored, self.now() + self.cfg.lease)
+                    .await?;
+            tx.commit().await?;
+            if moved.taken < MOVE_BATCH {
+                break stored;
+            }
+        };
+
+        // Lock order: job, external audience, UPS audience, run (see
+        // `service::audiences::delete_cascade`).
+        let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::hold(&mut tx, job).await? {
             return Ok(());
         }
-        let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
         let run = storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?;
         let ext = match &run {
             Some(r) if r.status == "PROCESSING" => {
@@ -575,36 +665,27 @@ impl Worker {
             tx.commit().await?;
             return Ok(());
         };
-        let staged = job.staged_claim.ok_or_else(|| {
-            anyhow!(
-                "job {} reached the profile step without staged rows",
-                job.id
-            )
-        })?;
         let spec = IngestSpec::from_doc(&serde_json::from_str(&ext.spec)?)?;
-        let profiles =
-            storage::ais::replace_members(&mut tx, &tenant, ext.id, run.id, staged).await?;
-        storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
-        storage::ais::record_success(
+        storage::ais::switch_members(
             &mut tx,
             &tenant,
             ext.id,
             run.id,
-            profiles,
+            stored,
             ttl_after(now, spec.ttl_in_days),
         )
         .await?;
-        write_metrics(&mut tx, &tenant, ext.id, profiles, false, now).await?;
+        write_metrics(&mut tx, &tenant, ext.id, stored, false, now).await?;
         let mut details: Value = serde_json::from_str(&run.details)?;
         let received = details[0]["recordsSucceeded"].as_u64().unwrap_or(0);
         let flow = details[1]["flowRunId"].clone();
         details[1] = json!({
             "stage": "PROFILE_STORE_INGEST", "status": "SUCCESS", "flowRunId": flow,
-            "startedAt": epoch_ms(now), "completedAt": epoch_ms(self.now()),
+            "startedAt": epoch_ms(started), "completedAt": epoch_ms(now),
             "durationMs": clock_start.elapsed().as_millis() as u64,
             "recordsReceived": received,
-            "profilesStored": profiles,
-            "duplicatesMerged": received.saturating_sub(profiles as u64),
+            "profilesStored": stored,
+            "duplicatesMerged": received.saturating_sub(stored as u64),
         });
         storage::ais::finish_run(
             &mut tx,
@@ -624,15 +705,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Ends a job that kept failing: its operation or run fails with the cause.
-    async fn give_up(&self, job: &Job, error: &str) -> anyhow::Result<()> {
+    /// Ends a job that kept failing (or kept killing its worker): its operation or run fails.
+    /// Tenants read a reason that names the stage and the job; `cause` (database or file-system
+    /// text) goes only to the log and to the job's internal `last_error`.
+    async fn give_up(&self, job: &Job, cause: &str) -> anyhow::Result<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::hold(&mut tx, job).await? {
             return Ok(());
         }
+        tracing::error!(job = %job.id, kind = %job.kind, step = %job.step, cause, "giving up a job");
         let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
-        let reason = format!("Gave up after {} attempts: {error}", self.cfg.max_attempts);
+        let attempts = self.cfg.max_attempts;
         if job.kind == jobs::CREATE_AUDIENCE {
             if let Some(op) =
                 storage::ais::get_operation_on(&mut tx, &tenant, job.target_id).await?
@@ -642,6 +726,10 @@ impl Worker {
                 if ext.is_some_and(|e| e.state == "creating") {
                     storage::ais::delete_external(&mut tx, &tenant, op.audience_id).await?;
                 }
+                let reason = format!(
+                    "Gave up after {attempts} attempts: the audience could not be created (job {}; the cause is in the server log).",
+                    job.id
+                );
                 storage::ais::finish_operation(
                     &mut tx,
                     &tenant,
@@ -655,7 +743,14 @@ impl Worker {
         } else if let Some(run) =
             storage::ais::get_run_by_id(&mut tx, &tenant, job.target_id).await?
         {
-            storage::ais::clear_staged(&mut tx, &tenant, run.id, None).await?;
+            let stage = match job.step.as_str() {
+                "profile" => "PROFILE_STORE_INGEST",
+                _ => "DATASET_INGEST",
+            };
+            let reason = format!(
+                "Gave up after {attempts} attempts: the {stage} stage did not complete (job {}; the cause is in the server log).",
+                job.id
+            );
             let mut details: Value = serde_json::from_str(&run.details)?;
             fail_open_stages(&mut details, &reason);
             storage::ais::finish_run(
@@ -669,24 +764,9 @@ impl Worker {
             )
             .await?;
         }
-        jobs::finish(&mut tx, job, now).await?;
+        jobs::finish_with(&mut tx, job, now, Some(cause)).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Removes the members of one audience whose TTL has passed; `false` when none has.
-    async fn expire_one(&self) -> anyhow::Result<bool> {
-        let now = self.now();
-        let mut tx = self.pool.begin().await?;
-        let Some((id, sandbox_id)) = storage::ais::claim_expired(&mut tx, now).await? else {
-            return Ok(false);
-        };
-        let tenant = self.tenant(&mut tx, sandbox_id).await?;
-        storage::ais::expire(&mut tx, &tenant, id).await?;
-        write_metrics(&mut tx, &tenant, id, 0, true, now).await?;
-        tx.commit().await?;
-        tracing::info!(audience = %id, "external audience data expired");
-        Ok(true)
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use audience_server::{
-    config::DbTimeouts,
+    config::{DbTimeouts, Settings},
     domain::clock::Clock,
     storage,
     worker::{Worker, WorkerConfig},
@@ -67,21 +67,26 @@ impl Ais {
 
     /// A worker on the same database, landing folder and clock.
     pub async fn worker(&self, id: &str) -> Worker {
+        self.worker_with(id, |_| {}).await
+    }
+
+    /// A worker with its configuration adjusted by `tweak`.
+    pub async fn worker_with(&self, id: &str, tweak: impl FnOnce(&mut WorkerConfig)) -> Worker {
         let pool = storage::connect(&self.app.database_url, 3, &DbTimeouts::none())
             .await
             .unwrap();
-        Worker::new(
-            pool,
-            WorkerConfig {
-                id: id.into(),
-                landing_dir: self.landing.clone(),
-                landing_ttl: StdDuration::from_secs(7 * 24 * 3600),
-                clock: self.clock.clone(),
-                lease: Duration::seconds(30),
-                max_attempts: 5,
-                poll: StdDuration::from_millis(20),
-            },
-        )
+        let mut cfg = WorkerConfig {
+            id: id.into(),
+            landing_dir: self.landing.clone(),
+            landing_ttl: StdDuration::from_secs(7 * 24 * 3600),
+            clock: self.clock.clone(),
+            lease: Duration::seconds(30),
+            max_attempts: 5,
+            poll: StdDuration::from_millis(20),
+            ..WorkerConfig::from_settings(&Settings::for_database(&self.app.database_url))
+        };
+        tweak(&mut cfg);
+        Worker::new(pool, cfg)
     }
 
     pub fn ais(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -116,6 +121,14 @@ impl Ais {
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
         std::fs::write(&full, content).unwrap();
         full
+    }
+
+    /// Asks for an external audience (202); its operationId.
+    pub async fn accept(&self, body: Value) -> String {
+        let accepted = self
+            .json(Method::POST, "/external-audience/", Some(body), 202)
+            .await;
+        accepted["operationId"].as_str().unwrap().to_owned()
     }
 
     /// Creates an external audience and lets the worker finish the operation; its audienceId.
@@ -158,9 +171,22 @@ impl Ais {
         .await
     }
 
+    /// The audience's members: the rows of the member set it points at.
     pub async fn members(&self, audience: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM ais_members WHERE audience_id = $1::uuid")
-            .bind(audience)
+        sqlx::query_scalar(
+            "SELECT count(*) FROM ais_members m JOIN external_audiences a
+                 ON a.id = m.audience_id AND a.members_run_id = m.run_id
+             WHERE a.id = $1::uuid",
+        )
+        .bind(audience)
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Member rows of every set of any audience, wanted or not.
+    pub async fn member_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ais_members")
             .fetch_one(&self.app.pool)
             .await
             .unwrap()
@@ -1084,6 +1110,10 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
         .await;
     assert_error(res, 404, "100940-404").await;
     assert_eq!(t.members(&audience).await, 0);
+    // Its member rows are left to the maintenance sweep, which removes every one.
+    assert_eq!(t.member_rows().await, 3);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 0);
     assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
@@ -1117,6 +1147,8 @@ async fn a_ups_delete_removes_the_external_audience() {
         assert_error(res, 404, "100940-404").await;
     }
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 0);
     assert_eq!(t.staged_rows().await, 0);
     // The name is free again.
     t.json(
@@ -1190,7 +1222,13 @@ async fn a_failed_creation_reports_why_and_frees_the_name() {
 #[tokio::test]
 async fn ttl_expiry_and_extension() {
     let t = Ais::spawn().await;
-    let w = t.worker("w").await;
+    // The landing zone keeps the file through the 80 days this test spans (its own expiry is
+    // tested in landing.rs), so that extend-ttl can read it again.
+    let w = t
+        .worker_with("w", |c| {
+            c.landing_ttl = StdDuration::from_secs(365 * 24 * 3600)
+        })
+        .await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
     let extend = format!("/external-audience/extend-ttl/{audience}");
@@ -1214,7 +1252,7 @@ async fn ttl_expiry_and_extension() {
 
     // 39 days later nothing has expired; extending restarts the 40 days.
     t.clock.advance(Duration::days(39));
-    assert!(!w.run_once().await.unwrap());
+    assert_eq!(w.maintain().await.unwrap().expired, 0);
     let out = t.json(Method::POST, &extend, None, 200).await;
     assert_eq!(
         out,
@@ -1242,16 +1280,24 @@ async fn ttl_expiry_and_extension() {
     assert_eq!(runs["runs"][0]["type"], "TTL_EXTENSION");
     assert_eq!(runs["runs"][0]["status"], "SUCCESS");
 
+    // The extension wrote a new member set; the first one is swept.
+    assert_eq!(t.member_rows().await, 6);
+    assert_eq!(w.maintain().await.unwrap().rows_swept, 3);
+    assert_eq!(t.member_rows().await, 3);
+
     // Past the new expiry the members go and the count is 0, in AIS and in UPS.
     t.clock.advance(Duration::days(2));
-    assert!(
-        !w.run_once().await.unwrap(),
+    assert_eq!(
+        w.maintain().await.unwrap().expired,
+        0,
         "the first expiry date no longer applies"
     );
     assert_eq!(t.members(&audience).await, 3);
     t.clock.advance(Duration::days(39));
-    assert!(w.run_once().await.unwrap());
+    let pass = w.maintain().await.unwrap();
+    assert_eq!((pass.expired, pass.rows_swept), (1, 3));
     assert_eq!(t.members(&audience).await, 0);
+    assert_eq!(t.member_rows().await, 0);
     let expired = t
         .json(
             Method::GET,
@@ -1265,10 +1311,14 @@ async fn ttl_expiry_and_extension() {
     let metrics = t.ups_metrics(&audience).await;
     assert_eq!(metrics["data"]["totalProfiles"], 0);
     assert_eq!(metrics["data"]["dataExpired"], true);
-    assert!(!w.run_once().await.unwrap(), "expiry happens once");
+    assert_eq!(
+        w.maintain().await.unwrap().expired,
+        0,
+        "expiry happens once"
+    );
 }
 
-fn vm_hwm_kb() -> u64 {
+pub fn vm_hwm_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
@@ -1338,21 +1388,29 @@ async fn large_file_child() {
     );
 }
 
-#[test]
-fn a_large_file_streams_in_bounded_memory() {
+/// Runs one ignored test of this binary in a child process (so the peak memory it measures is
+/// its own) and returns its output once it passed.
+pub fn run_in_child(test: &str, env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "ais::large_file_child",
+            test,
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn a_large_file_streams_in_bounded_memory() {
+    let stdout = run_in_child("ais::large_file_child", &[]);
     assert!(stdout.contains("peak RSS growth"), "{stdout}");
 }
