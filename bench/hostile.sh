@@ -19,7 +19,7 @@ PG="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 DB="${BENCH_DB:-bench_hostile}"
 OUT="${RESULTS_DIR:-bench/results/hostile}"
 BIN=target/release/audience-server
-export THREADS
+export THREADS DURATION
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release --locked

@@ -4,6 +4,7 @@
     python3 bench/hostile_summary.py bench/results/hostile <server VmHWM in kB>
 """
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -29,8 +30,11 @@ socket = [r["socket"] for r in quiet + hostile if r["socket"]]
 monitor = json.loads((out / "monitor.json").read_text())
 
 attacks: dict = {}
+attacker_cpu = []
 for f in sorted(out.glob("attacks.*.json")):
-    for name, row in json.loads(f.read_text()).items():
+    report = json.loads(f.read_text())
+    attacker_cpu.append(report["cpu_seconds"])
+    for name, row in report["counts"].items():
         total = attacks.setdefault(name, {})
         for k, v in row.items():
             total[k] = total.get(k, 0) + v
@@ -51,6 +55,10 @@ print(f"Server peak RSS: {max(hwm_kb, monitor['rss_max_kb']) / 1024:.1f} MiB (Vm
       f"largest VmRSS sampled {monitor['rss_max_kb'] / 1024:.1f} MiB). /health: "
       f"{monitor['health_checks']} checks, {monitor['health_not_200']} not 200, slowest "
       f"{monitor['health_max_ms']:.0f} ms.")
+duration = float(os.environ.get("DURATION", "20"))
+print(f"The attacker's own CPU per hostile run, on the same machine: "
+      f"{' / '.join(f'{c:.1f}' for c in attacker_cpu)} CPU-seconds in {duration:.0f} s runs "
+      f"(the machine has {os.cpu_count()} cores).")
 if socket:
     print("Socket errors seen by wrk: " + "; ".join(socket))
 print()

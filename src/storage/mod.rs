@@ -103,6 +103,48 @@ pub async fn migrations_applied(pool: &PgPool) -> sqlx::Result<bool> {
         .all(|m| applied.contains(&m.version)))
 }
 
+/// Why a storage call failed. Storage knows no HTTP: a write the database refused for a rule the
+/// client can be told about is a [`Conflict`], which each API family maps to its own code; anything
+/// else is the database's error (unavailable or a fault, see [`is_unavailable`]) or a stored row
+/// that does not decode (a fault of the store).
+#[derive(Debug)]
+pub enum StoreError {
+    Conflict(Conflict),
+    Db(sqlx::Error),
+    Corrupt(anyhow::Error),
+}
+
+/// The rules the database enforces with a constraint and a client may break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// (namespace, audienceId) is taken in the sandbox.
+    AudienceKeyTaken,
+    /// An external audience of that name exists in the sandbox.
+    ExternalNameTaken,
+    /// An external audience with that customAudienceId exists in the sandbox.
+    ExternalCustomIdTaken,
+    /// Another run of the external audience is still in progress.
+    RunInProgress,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Conflict(c) => write!(f, "conflict: {c:?}"),
+            StoreError::Db(e) => write!(f, "database: {e}"),
+            StoreError::Corrupt(e) => write!(f, "stored data does not decode: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 /// The name of the constraint a database error violated, if any.
 pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
     match e {
