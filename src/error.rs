@@ -245,3 +245,19 @@ impl From<sqlx::Error> for ApiError {
         }
     }
 }
+
+/// What storage returns reaches the client like a database error; a rule the database enforced
+/// ([`Conflict`]) is mapped by each API family to its own code before it gets here, so one that
+/// arrives unmapped is a fault of the code.
+impl From<crate::storage::StoreError> for ApiError {
+    fn from(e: crate::storage::StoreError) -> Self {
+        use crate::storage::StoreError;
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Corrupt(e) => ApiError::internal(e),
+            StoreError::Conflict(c) => ApiError::internal(anyhow::anyhow!(
+                "conflict {c:?} not mapped by its API family"
+            )),
+        }
+    }
+}

@@ -6,7 +6,10 @@ use std::collections::HashSet;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::{
+    external,
     lifecycle::Lifecycle,
     limits::{check_chars, check_string_list, json_bytes},
     patch, Caller, Tenant,
@@ -38,7 +41,6 @@ pub const IMMUTABLE_FIELDS: &[&str] = &["namespace", "audienceId", "type"];
 pub const SEGMENT_DEFINITION: &str = "SegmentDefinition";
 pub const EXTERNAL_SEGMENT: &str = "ExternalSegment";
 pub const PROFILE_SCHEMA: &str = "_xdm.context.profile";
-pub const DEFAULT_EXTERNAL_NAMESPACE: &str = "CustomerAudienceUpload";
 
 /// Client fields that must be strings when present.
 const STRING_FIELDS: &[&str] = &[
@@ -337,8 +339,8 @@ fn apply_defaults(doc: &mut Map<String, Value>, id: Uuid) {
     };
     if audience_type == EXTERNAL_SEGMENT {
         default("audienceId", json!(Uuid::new_v4().to_string()));
-        default("namespace", json!(DEFAULT_EXTERNAL_NAMESPACE));
-        default("originName", json!("CUSTOM_UPLOAD"));
+        default("namespace", json!(external::DEFAULT_NAMESPACE));
+        default("originName", json!(external::ORIGIN_NAME));
     } else {
         default("audienceId", json!(id.to_string()));
         default("namespace", json!("AEPSegments"));
@@ -551,9 +553,13 @@ pub fn new_etag(now_ms: i64) -> String {
     )
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// What a client reads when (namespace, audienceId) is taken in its sandbox.
+pub fn key_taken_message(fields: &ClientFields) -> String {
+    format!(
+        "An audience with namespace '{}' and audienceId '{}' already exists in this sandbox.",
+        fields.namespace(),
+        fields.audience_id()
+    )
 }
 
 fn profile_union() -> Value {
@@ -565,13 +571,15 @@ fn profile_union() -> Value {
 }
 
 impl Audience {
+    /// A new audience, created by `caller` at `now` (the clock's time).
     pub fn create(
         id: Uuid,
         fields: ClientFields,
         caller: &Caller,
         dependencies: Vec<Uuid>,
+        now: DateTime<Utc>,
     ) -> Self {
-        let now = now_ms();
+        let now = now.timestamp_millis();
         Audience {
             id,
             fields,
@@ -585,15 +593,29 @@ impl Audience {
         }
     }
 
-    /// The same audience with new client fields, stamped as a new write by `caller`.
-    pub fn updated(&self, fields: ClientFields, caller: &Caller, dependencies: Vec<Uuid>) -> Self {
-        let now = now_ms().max(self.update_time);
+    /// The same audience with new client fields, stamped as a new write by `caller` at `now`.
+    pub fn updated(
+        &self,
+        fields: ClientFields,
+        caller: &Caller,
+        dependencies: Vec<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Audience {
+            last_modified_by: Some(caller.user_id.clone()),
+            dependencies,
+            ..self.rewritten(fields, now)
+        }
+    }
+
+    /// The same audience with new client fields, written at `now` by the server itself (its last
+    /// modifier stays): a new `_etag`, and an update time that never goes back.
+    pub fn rewritten(&self, fields: ClientFields, now: DateTime<Utc>) -> Self {
+        let update_time = now.timestamp_millis().max(self.update_time);
         Audience {
             fields,
-            last_modified_by: Some(caller.user_id.clone()),
-            update_time: now,
-            etag: new_etag(now),
-            dependencies,
+            update_time,
+            etag: new_etag(update_time),
             ..self.clone()
         }
     }
@@ -778,7 +800,7 @@ mod tests {
     fn body_round_trips() {
         let id = Uuid::new_v4();
         let f = new_fields(json!({"name": "n", "labels": ["core/C1"]}), id).unwrap();
-        let a = Audience::create(id, f, &caller(), vec![]);
+        let a = Audience::create(id, f, &caller(), vec![], chrono::Utc::now());
         let back = Audience::from_body(a.to_body(&tenant())).unwrap();
         assert_eq!(back, a);
     }
@@ -795,6 +817,7 @@ mod tests {
             .unwrap(),
             &caller(),
             vec![],
+            chrono::Utc::now(),
         );
         let err =
             replaced_fields(&a, json!({"name": "m", "namespace": "other"}), &limits()).unwrap_err();
@@ -814,6 +837,7 @@ mod tests {
             new_fields(json!({"name": "n"}), id).unwrap(),
             &caller(),
             vec![],
+            chrono::Utc::now(),
         );
         for path in ["/id", "/_etag", "/namespace", "/audienceId/x", "/type", ""] {
             let err = patched_fields(

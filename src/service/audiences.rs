@@ -9,13 +9,15 @@ use crate::{
     config::Limits,
     domain::{
         audience::{self, Audience, ClientFields},
+        clock::Clock,
+        external::ExternalState,
         lifecycle::Lifecycle,
         limits::check_chars,
         listing::ListQuery,
         Caller, Tenant,
     },
     error::{ApiError, Code},
-    storage::{self, audiences::StoredAudience},
+    storage::{self, audiences::StoredAudience, Conflict, StoreError},
 };
 
 use super::retry;
@@ -61,6 +63,7 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<StoredAudie
 pub async fn create(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     body: Value,
@@ -70,15 +73,28 @@ pub async fn create(
     fields.check_bounds(limits)?;
     if !fields.has_references() {
         // Nothing else to read or update: the insert alone is the transaction.
-        let created = Audience::create(id, fields, caller, Vec::new());
+        let created = Audience::create(id, fields, caller, Vec::new(), clock.now());
         let mut conn = pool.acquire().await?;
-        let body = storage::audiences::insert(&mut conn, tenant, &created).await?;
+        let body = storage::audiences::insert(&mut conn, tenant, &created)
+            .await
+            .map_err(|e| insert_error(e, &created))?;
         return Ok(Written {
             body,
             etag: created.etag,
         });
     }
-    retry::on_conflict(|| create_referencing(pool, tenant, caller, id, fields.clone())).await
+    retry::on_conflict(|| create_referencing(pool, clock, tenant, caller, id, fields.clone())).await
+}
+
+/// A taken (namespace, audienceId) is 409.
+fn insert_error(e: StoreError, audience: &Audience) -> ApiError {
+    match e {
+        StoreError::Conflict(Conflict::AudienceKeyTaken) => ApiError::new(
+            Code::AudienceConflict,
+            audience::key_taken_message(&audience.fields),
+        ),
+        e => e.into(),
+    }
 }
 
 /// A create whose expression references other audiences: they are locked FOR UPDATE in id order
@@ -86,6 +102,7 @@ pub async fn create(
 /// both share-locking it and deadlocking when each upgrades to refresh its `dependents`).
 async fn create_referencing(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: Uuid,
@@ -94,8 +111,10 @@ async fn create_referencing(
     let mut tx = pool.begin().await?;
     storage::audiences::lock_ids(&mut tx, tenant, &referenced_ids(&fields)).await?;
     let dependencies = resolve_dependencies(&mut tx, tenant, id, &fields).await?;
-    let created = Audience::create(id, fields, caller, dependencies);
-    let body = storage::audiences::insert(&mut tx, tenant, &created).await?;
+    let created = Audience::create(id, fields, caller, dependencies, clock.now());
+    let body = storage::audiences::insert(&mut tx, tenant, &created)
+        .await
+        .map_err(|e| insert_error(e, &created))?;
     storage::audiences::refresh_dependents(&mut tx, tenant, &created.dependencies).await?;
     tx.commit().await?;
     Ok(Written {
@@ -130,13 +149,14 @@ fn rows_to_lock(current: &Audience, fields: &ClientFields) -> Vec<Uuid> {
 pub async fn replace(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
     if_match: Option<IfMatch>,
     body: Value,
 ) -> Result<Written, ApiError> {
-    update_with(pool, tenant, caller, id, if_match, |current| {
+    update_with(pool, clock, tenant, caller, id, if_match, |current| {
         audience::replaced_fields(current, body.clone(), limits)
     })
     .await
@@ -146,13 +166,14 @@ pub async fn replace(
 pub async fn patch(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
     if_match: Option<IfMatch>,
     ops: Value,
 ) -> Result<Written, ApiError> {
-    update_with(pool, tenant, caller, id, if_match, |current| {
+    update_with(pool, clock, tenant, caller, id, if_match, |current| {
         audience::patched_fields(current, tenant, ops.clone(), limits)
     })
     .await
@@ -167,6 +188,7 @@ const OPTIMISTIC_ATTEMPTS: usize = 32;
 /// Writes that involve other audiences (references, deactivation) lock the rows they check.
 async fn update_with(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -187,9 +209,9 @@ async fn update_with(
             || (fields.lifecycle == Lifecycle::Inactive
                 && current.fields.lifecycle != Lifecycle::Inactive);
         if involves_others {
-            return update_locked(pool, tenant, caller, id, if_match, change).await;
+            return update_locked(pool, clock, tenant, caller, id, if_match, change).await;
         }
-        let updated = current.updated(fields, caller, Vec::new());
+        let updated = current.updated(fields, caller, Vec::new(), clock.now());
         let mut conn = pool.acquire().await?;
         if let Some(body) =
             storage::audiences::update_if_current(&mut conn, tenant, &updated, &current.etag)
@@ -202,7 +224,7 @@ async fn update_with(
         }
     }
     // Under extreme contention, fall back to waiting for the row lock.
-    update_locked(pool, tenant, caller, id, if_match, change).await
+    update_locked(pool, clock, tenant, caller, id, if_match, change).await
 }
 
 /// The locking path: the audience, those it references and those it will reference are locked
@@ -210,6 +232,7 @@ async fn update_with(
 /// about other audiences are checked against exactly what is committed with the write.
 async fn update_locked(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -220,7 +243,16 @@ async fn update_locked(
     let change = &change;
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         let written = retry::on_conflict(|| {
-            update_locked_once(pool, tenant, caller, id, uuid, if_match.as_ref(), change)
+            update_locked_once(
+                pool,
+                clock,
+                tenant,
+                caller,
+                id,
+                uuid,
+                if_match.as_ref(),
+                change,
+            )
         })
         .await?;
         if let Some(written) = written {
@@ -232,8 +264,10 @@ async fn update_locked(
 
 /// One try of [`update_locked`]; `None` when the audience changed between the read that chose
 /// the rows to lock and the lock, so that the write now needs other rows: read again.
+#[allow(clippy::too_many_arguments)]
 async fn update_locked_once(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -267,7 +301,7 @@ async fn update_locked_once(
     if fields.lifecycle == Lifecycle::Inactive && current.fields.lifecycle != Lifecycle::Inactive {
         ensure_no_live_dependents(&mut tx, tenant, uuid, "deactivated").await?;
     }
-    let updated = current.updated(fields, caller, dependencies);
+    let updated = current.updated(fields, caller, dependencies, clock.now());
     let body = storage::audiences::update(&mut tx, tenant, &updated).await?;
     let changed: Vec<Uuid> = symmetric_difference(&current.dependencies, &updated.dependencies);
     storage::audiences::refresh_dependents(&mut tx, tenant, &changed).await?;
@@ -345,8 +379,12 @@ async fn delete_cascade_once(
 ) -> Result<Option<bool>, ApiError> {
     let mut tx = pool.begin().await?;
     // 3. The external audience, if the audience has one.
-    let external = storage::ais::get_external(&mut tx, tenant, id, true).await?;
-    if matches!(via, DeleteVia::Ais) && external.as_ref().is_none_or(|e| e.state != "ready") {
+    let external = storage::ais::lock_external(&mut tx, tenant, id).await?;
+    if matches!(via, DeleteVia::Ais)
+        && external
+            .as_ref()
+            .is_none_or(|e| e.state != ExternalState::Ready)
+    {
         return Ok(Some(false));
     }
     // 4. The audience and the audiences it references, in id order.

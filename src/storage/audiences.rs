@@ -4,10 +4,10 @@
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::violated_constraint;
+use super::{violated_constraint, Conflict, StoreError};
 use crate::{
     domain::{
-        audience::Audience,
+        audience::{self, Audience},
         listing::{ListQuery, PropertyField},
         Tenant,
     },
@@ -92,24 +92,22 @@ fn conflict_or(e: sqlx::Error, audience: &Audience) -> ApiError {
     if violated_constraint(&e) == Some("audiences_namespace_audience_id_key") {
         ApiError::new(
             Code::AudienceConflict,
-            format!(
-                "An audience with namespace '{}' and audienceId '{}' already exists in this sandbox.",
-                audience.fields.namespace(),
-                audience.fields.audience_id()
-            ),
+            audience::key_taken_message(&audience.fields),
         )
     } else {
         e.into()
     }
 }
 
-/// Inserts a new audience. A taken (namespace, audienceId) is a 409.
+/// Inserts a new audience; returns the rendered body. A taken (namespace, audienceId) is
+/// [`Conflict::AudienceKeyTaken`].
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience: &Audience,
-) -> Result<String, ApiError> {
-    let body = render(tenant, audience)?;
+) -> Result<String, StoreError> {
+    let body = serde_json::to_string(&audience.to_body(tenant))
+        .map_err(|e| StoreError::Corrupt(e.into()))?;
     let f = &audience.fields;
     sqlx::query(
         "INSERT INTO audiences (id, sandbox_id, audience_id, namespace, name, description, audience_type,
@@ -136,7 +134,13 @@ pub async fn insert(
     .bind(&body)
     .execute(&mut *conn)
     .await
-    .map_err(|e| conflict_or(e, audience))?;
+    .map_err(|e| {
+        if violated_constraint(&e) == Some("audiences_namespace_audience_id_key") {
+            StoreError::Conflict(Conflict::AudienceKeyTaken)
+        } else {
+            e.into()
+        }
+    })?;
     Ok(body)
 }
 

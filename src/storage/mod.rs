@@ -128,8 +128,20 @@ pub enum Conflict {
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode into its type is a fault of the store, not of the database.
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(e)
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.into())
+            }
+            e => StoreError::Db(e),
+        }
+    }
+}
+
+impl From<crate::domain::UnknownName> for StoreError {
+    fn from(e: crate::domain::UnknownName) -> Self {
+        StoreError::Corrupt(e.into())
     }
 }
 
