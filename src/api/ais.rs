@@ -236,7 +236,7 @@ pub async fn patch_external(
     tag = TAG,
     operation_id = "deleteExternalAudience",
     summary = "Delete an external audience",
-    description = "Also deletes its UPS audience, its runs and its members.",
+    description = "Also deletes its UPS audience and its runs; from then on it has no members (their rows are removed in the background).",
     params(("audienceId" = String, Path, description = "The external audience's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -259,7 +259,7 @@ pub async fn delete_external(
     tag = TAG,
     operation_id = "startExternalAudienceRun",
     summary = "Start an ingestion run",
-    description = "Queues a run that reads `<LANDING_DIR>/<cloudType>/<path>`: the files modified within [dataFilterStartTime, dataFilterEndTime].",
+    description = "Queues a run that reads the blob `<cloudType or DLZ>/<path>` of the sandbox's own landing zone (a file, or every `.csv` directly in a folder): the files modified within [dataFilterStartTime, dataFilterEndTime].",
     params(("audienceId" = String, Path, description = "The external audience's id")),
     request_body(content = RunRequest, content_type = "application/json"),
     responses(

@@ -3,14 +3,50 @@
 //! (`domain::external`, `domain::run`), read with serde and documented from the same structs.
 
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    openapi::{
+        schema::{AllOfBuilder, ArrayBuilder, ArrayItems, Schema},
+        RefOr,
+    },
+    PartialSchema, ToSchema,
+};
 use uuid::Uuid;
 
 use crate::domain::{
     audience::Audience,
     external::{self, ExternalAudienceSpec, OperationStatus},
-    run::{self, RunDetails, RunKind, RunStatus},
+    run::{self, DatasetStage, ProfileStage, RunDetails, RunKind, RunStatus},
 };
+
+/// `details` is a pair: the DATASET_INGEST stage, then the PROFILE_STORE_INGEST one (each
+/// described in place: a `prefixItems` entry cannot be a bare `$ref`).
+impl PartialSchema for RunDetails {
+    fn schema() -> RefOr<Schema> {
+        let in_place = |stage: RefOr<Schema>| match stage {
+            RefOr::T(schema) => schema,
+            RefOr::Ref(reference) => Schema::AllOf(AllOfBuilder::new().item(reference).build()),
+        };
+        ArrayBuilder::new()
+            .prefix_items([
+                in_place(DatasetStage::schema()),
+                in_place(ProfileStage::schema()),
+            ])
+            .items(ArrayItems::False)
+            .min_items(Some(2))
+            .description(Some(
+                "A run's stages, in order: `[DATASET_INGEST, PROFILE_STORE_INGEST]`.",
+            ))
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for RunDetails {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <DatasetStage as ToSchema>::schemas(schemas);
+        <ProfileStage as ToSchema>::schemas(schemas);
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -138,8 +174,6 @@ pub struct Run {
     pub created_at: i64,
     /// Epoch milliseconds.
     pub updated_at: i64,
-    /// `[DATASET_INGEST, PROFILE_STORE_INGEST]`.
-    #[schema(value_type = (run::DatasetStage, run::ProfileStage))]
     pub details: RunDetails,
     /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
