@@ -14,6 +14,7 @@ pub mod links;
 pub mod metrics;
 pub mod respond;
 pub mod schemas;
+pub mod share;
 
 use std::{
     collections::HashMap,
@@ -53,6 +54,8 @@ pub struct AppState {
     pub ais: crate::service::ais::AisConfig,
     /// The bounds on every input.
     pub limits: Limits,
+    /// Each organisation's share of this server (bytes per second).
+    pub shares: share::Shares,
     /// Landing zones: where they live, their bounds, the public URL of the blob API.
     pub landing: crate::service::landing::LandingConfig,
     /// The key that signs landing-zone SAS tokens, read once.

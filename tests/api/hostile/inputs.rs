@@ -52,27 +52,32 @@ async fn a_patch_that_copies_a_value_into_itself_is_refused_and_stores_nothing()
 }
 
 #[tokio::test]
-async fn a_patch_that_doubles_through_two_names_stops_at_the_body_limit() {
+async fn a_patch_that_doubles_through_two_names_stops_at_the_size_bound() {
     let app = TestApp::spawn().await;
     let audience = app.created(platform_audience()).await;
     let id = audience["id"].as_str().unwrap();
-    // x = [100 KiB]; then y := x and x += [y], which doubles x every two operations: the
-    // operation that would take the document past 2 MiB is refused before it runs.
-    let mut ops = vec![json!({"op": "add", "path": "/x", "value": ["s".repeat(100 * 1024)]})];
+    // The patch works on the audience as a client reads it; no operation may take it past its
+    // size before the patch plus MAX_AUDIENCE_BYTES (256 KiB).
+    let bound = serde_json::to_string(&audience).unwrap().len() + 256 * 1024;
+    // x = [40 KiB]; then y := x and x += [y], which doubles x every two operations: the
+    // operation that would take the document past the bound is refused before it runs.
+    let mut ops = vec![json!({"op": "add", "path": "/x", "value": ["s".repeat(40 * 1024)]})];
     for _ in 0..10 {
         ops.push(json!({"op": "copy", "from": "/x", "path": "/y"}));
         ops.push(json!({"op": "copy", "from": "/y", "path": "/x/-"}));
     }
     let message = assert_error(app.patch_audience(id, &json!(ops)).await, 400, LIMIT).await;
-    // x doubles at operations 2, 4, 6 (800 KiB); y := x at 7 makes 1.6 MiB; x += y at 8 would
-    // make 2.4 MiB.
+    // x doubles at operations 2 and 4 (160 KiB); y := x at 5 makes 320 KiB, past the bound.
+    let suffix = format!(
+        " bytes of JSON; at most {bound} are allowed (its size before the patch plus MAX_AUDIENCE_BYTES, and at most MAX_BODY_BYTES)."
+    );
     let size: usize = message
-        .strip_prefix("JSON Patch operation 8 would make the audience at least ")
-        .and_then(|m| m.strip_suffix(" bytes of JSON; at most 2097152 are allowed."))
+        .strip_prefix("JSON Patch operation 5 would make the audience at least ")
+        .and_then(|m| m.strip_suffix(suffix.as_str()))
         .unwrap_or_else(|| panic!("{message}"))
         .parse()
         .unwrap();
-    assert!(size > 2 * 1024 * 1024, "{size}");
+    assert!(size > bound, "{size}");
     assert_eq!(stored(&app, id).await, audience);
 }
 
@@ -760,4 +765,53 @@ async fn a_connection_ended_by_the_database_answers_503_with_retry_after() {
         app.patch_audience(&id, &describe("again")).await.status(),
         200
     );
+}
+
+/// A tenant that sends the largest allowed bodies back to back takes the machine from everyone:
+/// its organisation's share (bytes of requests and responses per second) runs out and it is
+/// answered 429 with `Retry-After`, before its body is read, while another organisation is served.
+#[tokio::test]
+async fn an_organisation_that_floods_the_server_is_held_to_its_share() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_body_bytes = 64 * 1024;
+        s.limits.max_audience_bytes = 64 * 1024;
+        s.limits.max_list_page_bytes = 64 * 1024;
+        s.limits.tenant_bytes_per_sec = 20 * 1024;
+        s.limits.tenant_burst_bytes = 256 * 1024;
+    })
+    .await;
+    let big = json!({"name": "big", "blob": "x".repeat(60 * 1024)});
+    let mut accepted = 0;
+    let refused = loop {
+        let res = app.create_audience(&big).await;
+        if res.status() == 429 {
+            break res;
+        }
+        assert_eq!(res.status(), 200);
+        accepted += 1;
+        assert!(
+            accepted < 10,
+            "a 256 KiB burst holds at most four 60 KiB bodies"
+        );
+    };
+    // The burst holds four bodies of 60 KiB plus their responses, give or take one.
+    assert!((2..=5).contains(&accepted), "{accepted}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let message = assert_error(refused, 429, "UPAPI-113429-429").await;
+    assert!(message.contains("TENANT_BYTES_PER_SEC"), "{message}");
+    // Small requests are refused too while the bucket is empty.
+    assert_eq!(app.list("limit=1").await.status(), 429);
+    // Another organisation is served at once.
+    let other = app
+        .as_tenant("OTHER@AdobeOrg", "prod")
+        .ups(Method::GET, "/audiences?limit=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 }
