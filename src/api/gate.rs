@@ -30,7 +30,10 @@ pub async fn gate(
                 .shares
                 .admit(tenant.org_id(), request_bytes(&req, &state))
             {
-                return Ok(req.into_response(over_share(wait)));
+                // The refusal itself takes a second: a client that asks again at once cannot
+                // turn refusals into a flood (each one may carry a body the server must drain).
+                tokio::time::sleep(SLOW_REFUSAL).await;
+                return Ok(req.into_response(over_share(wait.saturating_sub(SLOW_REFUSAL))));
             }
             let org = tenant.org_id().to_owned();
             req.extensions_mut().insert(tenant);
@@ -68,9 +71,12 @@ fn request_bytes(req: &ServiceRequest, state: &AppState) -> u64 {
     }
 }
 
-/// 429 for an organisation that used up its share, saying when to come back.
+/// How long an organisation past its share waits for its 429.
+const SLOW_REFUSAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// 429 for an organisation that used up its share, saying when to come back (at least 1 s).
 fn over_share(wait: std::time::Duration) -> actix_web::HttpResponse {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let mut res = error_body(
         Code::OverShare,
         &format!(
@@ -79,6 +85,9 @@ fn over_share(wait: std::time::Duration) -> actix_web::HttpResponse {
     );
     res.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    // The body is not read: closing the connection spares reading (and discarding) it.
+    res.head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
     res
 }
 
