@@ -647,13 +647,11 @@ impl Audience {
         let update_time = int(map.remove("updateTime"));
         strip_system_fields(&mut map);
         let name = text(map.get("name").cloned()).unwrap_or_default();
-        let lifecycle = map
-            .get("lifecycleState")
-            .and_then(Value::as_str)
-            .map(Lifecycle::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("stored lifecycle: {e}"))?
-            .unwrap_or(Lifecycle::Published);
+        let lifecycle = match map.get("lifecycleState").and_then(Value::as_str) {
+            None => Lifecycle::Published,
+            Some(name) => Lifecycle::from_name(name)
+                .ok_or_else(|| anyhow::anyhow!("stored lifecycleState '{name}' is not a state"))?,
+        };
         Ok(Audience {
             id,
             fields: ClientFields {

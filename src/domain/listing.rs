@@ -1,5 +1,6 @@
 //! The audience list query: parameters, their rules, and the whitelists of sortable and filterable
-//! fields. Storage turns a [`ListQuery`] into SQL using only the column names declared here.
+//! fields. Storage turns a [`ListQuery`] into SQL; each field here maps to one column there
+//! (`storage::audiences`), so only these fields can reach a statement.
 
 use super::limits::check_chars;
 use crate::{config::Limits, error::ApiError};
@@ -40,19 +41,6 @@ impl SortField {
             SortField::UpdateEpoch => "updateEpoch",
             SortField::LifecycleState => "lifecycleState",
             SortField::AudienceId => "audienceId",
-            SortField::Namespace => "namespace",
-        }
-    }
-
-    /// The column the sort uses. Epoch seconds sort as their millisecond columns: the order is the
-    /// same, ties inside one second are broken by the milliseconds before the id.
-    pub fn column(self) -> &'static str {
-        match self {
-            SortField::Name => "name",
-            SortField::CreationTime | SortField::CreateEpoch => "creation_time",
-            SortField::UpdateTime | SortField::UpdateEpoch => "update_time",
-            SortField::LifecycleState => "lifecycle_state",
-            SortField::AudienceId => "audience_id",
             SortField::Namespace => "namespace",
         }
     }
@@ -99,21 +87,6 @@ impl PropertyField {
             PropertyField::LifecycleState => "lifecycleState",
             PropertyField::DatasetId => "datasetId",
             PropertyField::CreatedBy => "createdBy",
-        }
-    }
-
-    /// The column compared; `id` is compared as text so any value is a valid filter.
-    pub fn column(self) -> &'static str {
-        match self {
-            PropertyField::Id => "id::text",
-            PropertyField::AudienceId => "audience_id",
-            PropertyField::Name => "name",
-            PropertyField::Namespace => "namespace",
-            PropertyField::Type => "audience_type",
-            PropertyField::OriginName => "origin_name",
-            PropertyField::LifecycleState => "lifecycle_state",
-            PropertyField::DatasetId => "dataset_id",
-            PropertyField::CreatedBy => "created_by",
         }
     }
 

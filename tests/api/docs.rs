@@ -209,7 +209,11 @@ async fn undocumented_methods_are_405_and_undocumented_paths_404() {
             assert_eq!(message, format!("Method {verb} is not allowed on {path}."));
             refused += 1;
         }
-        assert!(item.as_object().unwrap().keys().any(|m| METHODS.contains(&m.as_str())));
+        assert!(item
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|m| METHODS.contains(&m.as_str())));
         let below = format!("{path}/no/route");
         let res = app.request(Method::GET, &below).send().await.unwrap();
         let message = assert_error(res, 404, "UPAPI-113404-404").await;
@@ -217,7 +221,11 @@ async fn undocumented_methods_are_405_and_undocumented_paths_404() {
     }
     assert!(paths.len() >= 15, "{} paths", paths.len());
     assert!(refused >= 45, "{refused} methods refused");
-    for path in ["/data/core/ups/segments", "/data/core/ais/nothing", "/nowhere"] {
+    for path in [
+        "/data/core/ups/segments",
+        "/data/core/ais/nothing",
+        "/nowhere",
+    ] {
         let res = app.request(Method::GET, path).send().await.unwrap();
         assert_error(res, 404, "UPAPI-113404-404").await;
     }
