@@ -1,9 +1,10 @@
 //! UPS audience use cases: each turns a parsed request into the domain's rules and storage calls,
-//! and the store's answers into the UPS family's errors ([`write_refused`]). Every write is one
+//! and the store's answers into the UPS family's errors (`write_refused`). Every write is one
 //! transaction, or one statement: a create that references no other audience is a single insert;
 //! a PUT or PATCH that touches only its own audience is written only where the row still has the
-//! etag it was computed from (a lost race reads again, see [`update_with`]); writes that involve
-//! other audiences lock every row they check, in one order (see [`delete_cascade`]).
+//! etag it was computed from (a lost race reads again, see `update_with`); writes that involve
+//! other audiences lock every row they check, in one order (see `delete_cascade`), and check the
+//! rules against what they locked.
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};

@@ -311,8 +311,8 @@ pub struct Page {
     pub total: i64,
 }
 
-/// Lists a page. The page and the count are one statement, one round trip (see
-/// [`list_statement`]).
+/// Lists a page. The page and the count are one statement, one round trip, which reads the
+/// page's bodies one by one up to its byte budget (`list_statement` says how).
 pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> Result<Page, StoreError> {
     let (sql, arguments) = list_statement(tenant, q)?;
     let (total, count, children): (i64, i64, String) =
