@@ -869,20 +869,39 @@ fn an_upload_streams_to_disk_in_bounded_memory() {
 
 /// The signing key is made once, however many servers race to make it, and every replica on the
 /// database honours the tokens of the others.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_signing_key() {
     let url = fresh_database().await;
     let pool =
         audience_server::storage::connect(&url, 8, &audience_server::config::DbTimeouts::none())
             .await
             .unwrap();
-    let keys = futures_util::future::join_all(
-        (0..8).map(|_| audience_server::storage::landing::secret(&pool)),
-    )
-    .await;
-    let first = keys[0].as_ref().unwrap().clone();
-    assert_eq!(first.len(), 32);
-    assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
+    // Eight first callers, released together.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                audience_server::storage::landing::secret(&pool)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for caller in callers {
+        keys.push(caller.await.unwrap());
+    }
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret FROM landing_secret")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 32);
+    assert!(
+        keys.iter().all(|k| *k == stored),
+        "every caller has the stored key"
+    );
     pool.close().await;
 
     let landing = std::env::temp_dir().join(format!("replicas-{}", uuid::Uuid::new_v4()));

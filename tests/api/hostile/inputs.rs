@@ -492,23 +492,32 @@ async fn an_organisation_gets_at_most_100_sandboxes() {
     assert_eq!(count, 100);
 }
 
-#[tokio::test]
+/// Thirty first uses of new sandbox names leave at once (a barrier) for a server with two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
     let app = TestApp::spawn_with(|s| {
         s.limits.max_sandboxes_per_org = 10;
         s.db_pool_size = 8;
+        s.http_workers = Some(2);
     })
     .await;
-    let requests = (0..30).map(|i| {
-        app.as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
-            .ups(Method::GET, "/audiences")
-            .send()
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(30));
+    let requests: Vec<_> = (0..30)
+        .map(|i| {
+            let request = app
+                .as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
+                .ups(Method::GET, "/audiences");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
         .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         10,
@@ -519,12 +528,20 @@ async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
         20,
         "{statuses:?}"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sandboxes WHERE org_id = $1")
-        .bind("RACE@AdobeOrg")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 10);
+    // The sandboxes stored are exactly the ones whose first use was answered.
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sandboxes WHERE org_id = $1 ORDER BY name")
+            .bind("RACE@AdobeOrg")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut admitted: Vec<String> = (0..30)
+        .filter(|i| statuses[*i] == 200)
+        .map(|i| format!("s-{i}"))
+        .collect();
+    stored.sort();
+    admitted.sort();
+    assert_eq!(stored, admitted);
 }
 
 const SECRET: &str = "hostile-tests-secret-of-32-bytes-or-more";
