@@ -447,6 +447,17 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> String {
     body["title"].as_str().unwrap().to_owned()
 }
 
+/// Moves an adjustable clock to 12:00 UTC of the next day: a test that counts by UTC day then has
+/// twelve hours before its day ends, whatever the time it runs at.
+pub fn to_next_midday(clock: &audience_server::domain::clock::Clock) {
+    let now = clock.now();
+    let noon = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
+    clock.advance(noon - now);
+}
+
 /// The seed's platform-generated audience.
 pub fn platform_audience() -> Value {
     serde_json::json!({

@@ -123,7 +123,12 @@ pub async fn raw(app: &TestApp, request: &[u8]) -> (u16, String) {
 
 #[tokio::test]
 async fn landing_zone_endpoints_answer_in_adobes_shape() {
-    let app = TestApp::spawn().await;
+    // The credential's expiry is a date: issue it mid-day, so the day this test expects is the
+    // day the server used, whenever the test runs.
+    let clock = audience_server::domain::clock::Clock::adjustable();
+    to_next_midday(&clock);
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |s| s.clock = c).await;
     let res = app
         .request(
             Method::GET,
@@ -165,7 +170,7 @@ async fn landing_zone_endpoints_answer_in_adobes_shape() {
         "{}",
         creds.token
     );
-    let expiry = (chrono::Utc::now() + Duration::days(90))
+    let expiry = (clock.now() + Duration::days(90))
         .format("%Y-%m-%d")
         .to_string();
     assert_eq!(creds.body["expiryDate"], expiry.as_str());

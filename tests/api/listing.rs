@@ -17,20 +17,29 @@ async fn page(app: &TestApp, query: &str) -> Value {
     res.json().await.unwrap()
 }
 
-fn names(page: &Value) -> Vec<String> {
+/// How a list orders an audience by `field`: its value, then its id.
+fn sort_key(audience: &Value, field: &str) -> (i64, String) {
+    (
+        audience[field].as_i64().unwrap(),
+        audience["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn ids(page: &Value) -> Vec<String> {
     page["children"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect()
 }
 
 #[tokio::test]
 async fn page_shape_and_last_page_has_no_next() {
     let app = TestApp::spawn().await;
+    let mut created = Vec::new();
     for i in 0..5 {
-        app.created(json!({"name": format!("a{i}")})).await;
+        created.push(app.created(json!({"name": format!("a{i}")})).await);
     }
     let first = page(&app, "limit=2").await;
     assert_eq!(first["children"].as_array().unwrap().len(), 2);
@@ -53,20 +62,27 @@ async fn page_shape_and_last_page_has_no_next() {
     assert_eq!(beyond["children"], json!([]));
     assert_eq!(beyond["_page"]["pageSize"], 0);
     assert!(beyond["_page"].get("next").is_none());
-    // Defaults: 20 per page, newest update first.
+    // Defaults: 20 per page, newest update first, ties (writes in one millisecond) by id.
     let all = page(&app, "").await;
     assert_eq!(all["_page"]["limit"], 20);
-    assert_eq!(names(&all), vec!["a4", "a3", "a2", "a1", "a0"]);
+    created.sort_by_key(|a| sort_key(a, "updateTime"));
+    created.reverse();
+    assert_eq!(all["children"], json!(created));
 }
 
 #[tokio::test]
 async fn paging_visits_every_audience_once_in_order_while_writes_happen() {
     let app = TestApp::spawn().await;
-    let mut ids = Vec::new();
+    let mut originals = Vec::new();
     for i in 0..23 {
-        let a = app.created(json!({"name": format!("n{i:02}")})).await;
-        ids.push(a["id"].as_str().unwrap().to_owned());
+        originals.push(app.created(json!({"name": format!("n{i:02}")})).await);
     }
+    // Creation order, ties (creates in one millisecond) broken by id as the list does.
+    originals.sort_by_key(|a| sort_key(a, "creationTime"));
+    let ids: Vec<String> = originals
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut seen = Vec::new();
     let mut query = "limit=5&sort=creationTime:asc".to_owned();
     let mut round = 0;
@@ -93,13 +109,61 @@ async fn paging_visits_every_audience_once_in_order_while_writes_happen() {
         assert!(href.contains(&format!("start={next}")));
         query = href.trim_start_matches("@/audiences?").to_owned();
     }
-    // Every original audience exactly once and in creation order; the later ones after them.
+    // Every original audience exactly once and in creation order; the later ones after them
+    // (each was created at least a page request after the last original).
     assert_eq!(&seen[..23], &ids[..]);
     assert_eq!(
         seen.len(),
         seen.iter().collect::<HashSet<_>>().len(),
         "no repeats"
     );
+}
+
+/// Under the default sort (newest update first) an edit moves an audience to the front, as on the
+/// real service; this is why paging by `updateTime` while others edit is not stable
+/// (docs/DECISIONS.md).
+#[tokio::test]
+async fn an_edit_moves_an_audience_to_the_front_of_the_default_sort() {
+    let app = TestApp::spawn().await;
+    for i in 0..3 {
+        app.created(json!({"name": format!("m{i}")})).await;
+    }
+    let before = page(&app, "").await;
+    let order = ids(&before);
+    let last = order.last().unwrap().clone();
+    let newest_other = before["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["id"] != last.as_str())
+        .map(|a| a["updateTime"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    // The edit must come later than the others' writes; two writes may share a millisecond, so
+    // edit until the audience's updateTime has passed theirs (each edit is a later write).
+    let mut edited = Value::Null;
+    for n in 0..1000 {
+        let res = app
+            .patch_audience(
+                &last,
+                &json!([{"op": "add", "path": "/description", "value": format!("edit {n}")}]),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        edited = res.json().await.unwrap();
+        if edited["updateTime"].as_i64().unwrap() > newest_other {
+            break;
+        }
+    }
+    assert!(edited["updateTime"].as_i64().unwrap() > newest_other);
+    let after = page(&app, "").await;
+    assert_eq!(
+        after["children"][0], edited,
+        "the edited audience comes first"
+    );
+    let mut moved = vec![last];
+    moved.extend_from_slice(&order[..2]);
+    assert_eq!(ids(&after), moved, "the others keep their order");
 }
 
 #[tokio::test]
