@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::storage::StoreError;
+
 /// Every error code the server can answer with. The table in [`Code::spec`] is the only place that
 /// maps a code to its HTTP status and wire string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +210,17 @@ impl ApiError {
         )
     }
 
+    /// (namespace, audienceId) is taken in the sandbox: the UPS answer to
+    /// [`Conflict::AudienceKeyTaken`](crate::storage::Conflict::AudienceKeyTaken).
+    pub fn audience_key_taken(namespace: &str, audience_id: &str) -> Self {
+        Self::new(
+            Code::AudienceConflict,
+            format!(
+                "An audience with namespace '{namespace}' and audienceId '{audience_id}' already exists in this sandbox."
+            ),
+        )
+    }
+
     pub fn bad_body(message: impl Into<String>) -> Self {
         Self::new(Code::BadBody, message)
     }
@@ -245,5 +258,52 @@ impl From<sqlx::Error> for ApiError {
         } else {
             ApiError::internal(e)
         }
+    }
+}
+
+/// What the store could not do, as a client sees it: the database's errors as above, a stored row
+/// that does not decode as a fault of ours (500). A conflict means something only to the API
+/// family that met it, which maps it before this (`service::audiences::write_refused`); one that
+/// reaches this conversion is a fault of ours too.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Corrupt(e) => ApiError::internal(e),
+            StoreError::Conflict(c) => ApiError::internal(anyhow::anyhow!(
+                "the store's conflict {c:?} was not mapped to an answer"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Conflict;
+
+    #[test]
+    fn store_errors_answer_as_the_database_and_faults_do() {
+        let code = |e: StoreError| ApiError::from(e).code;
+        assert_eq!(
+            code(StoreError::Db(sqlx::Error::PoolTimedOut)),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(StoreError::Db(sqlx::Error::RowNotFound)),
+            Code::Internal
+        );
+        assert_eq!(
+            code(StoreError::Corrupt(anyhow::anyhow!("x"))),
+            Code::Internal
+        );
+        // A conflict is the family's to answer; unmapped it is a fault, never a client error.
+        assert_eq!(
+            code(StoreError::Conflict(Conflict::AudienceKeyTaken)),
+            Code::Internal
+        );
+        // The database's own error stays the cause, so a retry can recognise it.
+        let e = ApiError::from(StoreError::Db(sqlx::Error::PoolTimedOut));
+        assert!(e.source.unwrap().downcast_ref::<sqlx::Error>().is_some());
     }
 }

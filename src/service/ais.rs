@@ -100,7 +100,7 @@ pub async fn create_meta_only(
     let mut tx = pool.begin().await?;
     storage::audiences::insert(&mut tx, tenant, &created)
         .await
-        .map_err(to_ais)?;
+        .map_err(|e| to_ais(audiences::write_refused(e, &created)))?;
     tx.commit().await?;
     Ok(json!({
         "id": created.id,

@@ -25,7 +25,7 @@ use crate::{
         external::IngestSpec,
         Caller, Tenant,
     },
-    error::Code,
+    error::ApiError,
     landing::{self, Zone},
     monitoring::{Monitoring, StepOutcome},
     service::ais::{epoch_ms, ttl_after},
@@ -33,6 +33,7 @@ use crate::{
         self,
         ais::{RunRow, Staging},
         jobs::{self, Job},
+        Conflict, StoreError,
     },
 };
 
@@ -364,7 +365,11 @@ impl Worker {
                         )
                         .await?;
                     }
-                    Err(e) if e.code == Code::AudienceConflict => {
+                    Err(StoreError::Conflict(Conflict::AudienceKeyTaken)) => {
+                        let e = ApiError::audience_key_taken(
+                            created.fields.namespace(),
+                            created.fields.audience_id(),
+                        );
                         savepoint.rollback().await?;
                         storage::ais::delete_external(&mut tx, &tenant, row.id).await?;
                         storage::ais::finish_operation(

@@ -497,23 +497,32 @@ async fn an_organisation_gets_at_most_100_sandboxes() {
     assert_eq!(count, 100);
 }
 
-#[tokio::test]
+/// Thirty first uses of new sandbox names leave at once (a barrier) for a server with two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
     let app = TestApp::spawn_with(|s| {
         s.limits.max_sandboxes_per_org = 10;
         s.db_pool_size = 8;
+        s.http_workers = Some(2);
     })
     .await;
-    let requests = (0..30).map(|i| {
-        app.as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
-            .ups(Method::GET, "/audiences")
-            .send()
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(30));
+    let requests: Vec<_> = (0..30)
+        .map(|i| {
+            let request = app
+                .as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
+                .ups(Method::GET, "/audiences");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
         .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         10,
@@ -524,12 +533,20 @@ async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
         20,
         "{statuses:?}"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sandboxes WHERE org_id = $1")
-        .bind("RACE@AdobeOrg")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 10);
+    // The sandboxes stored are exactly the ones whose first use was answered.
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sandboxes WHERE org_id = $1 ORDER BY name")
+            .bind("RACE@AdobeOrg")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut admitted: Vec<String> = (0..30)
+        .filter(|i| statuses[*i] == 200)
+        .map(|i| format!("s-{i}"))
+        .collect();
+    stored.sort();
+    admitted.sort();
+    assert_eq!(stored, admitted);
 }
 
 const SECRET: &str = "hostile-tests-secret-of-32-bytes-or-more";
@@ -592,6 +609,88 @@ async fn verify_mode_checks_not_before_issuer_and_audience() {
     }
 }
 
+/// `verify` mode accepts only what it documents: an HS256 token signed with the secret and
+/// carrying `exp`. The same claims without `exp`, signed with another algorithm (even with the
+/// same secret), or unsigned (`alg: none`) are refused like any bad token.
+#[tokio::test]
+async fn verify_mode_refuses_tokens_without_expiry_or_of_another_algorithm() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let app = TestApp::spawn_with(|s| {
+        s.auth_mode = AuthMode::Verify;
+        s.jwt_secret = Some(Secret(SECRET.into()));
+    })
+    .await;
+    let claims =
+        json!({"sub": "svc@AdobeID", "org": ORG, "exp": chrono::Utc::now().timestamp() + 600});
+    let sign = |algorithm: Algorithm, claims: &Value| {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let call = |t: String| {
+        app.request_with_token(Method::GET, "/data/core/ups/audiences", &t)
+            .send()
+    };
+    // What is accepted, so that each refusal below is for its one difference.
+    assert_eq!(
+        call(sign(Algorithm::HS256, &claims))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut without_exp = claims.clone();
+    without_exp.as_object_mut().unwrap().remove("exp");
+    assert_token_invalid(call(sign(Algorithm::HS256, &without_exp)).await.unwrap()).await;
+    for algorithm in [Algorithm::HS384, Algorithm::HS512] {
+        assert_token_invalid(call(sign(algorithm, &claims)).await.unwrap()).await;
+    }
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    assert_token_invalid(call(unsigned).await.unwrap()).await;
+}
+
+/// `verify` mode without `JWT_SECRET` starts by no path: `Application::build` (before it connects
+/// anywhere), `Application::with_pool`, and the `migrate` command.
+#[tokio::test]
+async fn verify_mode_without_a_secret_is_refused_at_every_start() {
+    const REFUSED: &str = "AUTH_MODE=verify needs JWT_SECRET to be set";
+    let unreachable = "postgres://unused@127.0.0.1:1/none";
+    let mut settings = Settings::for_database(unreachable);
+    settings.auth_mode = AuthMode::Verify;
+    settings.jwt_secret = None;
+    let err = Application::build(settings.clone()).await.err().unwrap();
+    assert_eq!(err.to_string(), REFUSED);
+    let url = fresh_database().await;
+    let pool = storage::connect(&url, 1, &DbTimeouts::none())
+        .await
+        .unwrap();
+    let err = Application::with_pool(settings, pool, None).err().unwrap();
+    assert_eq!(err.to_string(), REFUSED);
+    let stderr = migrate_refusal(&[("AUTH_MODE", "verify"), ("DATABASE_URL", unreachable)]);
+    assert!(stderr.contains(REFUSED), "{stderr}");
+}
+
+/// Runs `audience-server migrate` with `env` (and no `JWT_SECRET` but the one given), which must
+/// fail; its standard error.
+fn migrate_refusal(env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_audience-server"))
+        .arg("migrate")
+        .env_remove("JWT_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "migrate started");
+    String::from_utf8(output.stderr).unwrap()
+}
+
 #[tokio::test]
 async fn a_short_jwt_secret_is_refused_at_every_start() {
     let mut settings = Settings::for_database("postgres://unused@127.0.0.1:1/none");
@@ -611,6 +710,15 @@ async fn a_short_jwt_secret_is_refused_at_every_start() {
     assert_eq!(
         err.to_string(),
         "JWT_SECRET is 16 bytes; it must be at least 32"
+    );
+    let stderr = migrate_refusal(&[
+        ("AUTH_MODE", "verify"),
+        ("JWT_SECRET", "too-short-secret"),
+        ("DATABASE_URL", "postgres://unused@127.0.0.1:1/none"),
+    ]);
+    assert!(
+        stderr.contains("JWT_SECRET is 16 bytes; it must be at least 32"),
+        "{stderr}"
     );
 }
 
