@@ -239,7 +239,7 @@ def attack(base: str, work: str, duration: float, threads: int, only: str = "") 
     attacks = [a for a in ATTACKS if not only or a.__name__ in only.split(",")]
     with open(os.path.join(work, "state.json")) as f:
         state = json.load(f)
-    counts: dict = {a.__name__: {"2xx": 0, "4xx": 0, "5xx": 0, "503": 0, "error": 0} for a in attacks}
+    counts: dict = {a.__name__: {"2xx": 0, "4xx": 0, "429": 0, "5xx": 0, "503": 0, "error": 0} for a in attacks}
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
@@ -257,6 +257,8 @@ def attack(base: str, work: str, duration: float, threads: int, only: str = "") 
                         row["error"] += 1
                     elif s == 503:
                         row["503"] += 1
+                    elif s == 429:
+                        row["429"] += 1
                     elif s >= 500:
                         row["5xx"] += 1
                     elif s >= 400:

@@ -309,6 +309,18 @@ pub struct Limits {
     /// Most sandboxes one organisation may register (each new `x-sandbox-name` registers one).
     #[arg(long, env = "MAX_SANDBOXES_PER_ORG", default_value_t = 100)]
     pub max_sandboxes_per_org: i64,
+
+    /// Each organisation's share of one server, in bytes per second: the request bodies it sends
+    /// and the response bodies it receives, plus 1 KiB per request, refill a token bucket at this
+    /// rate; an organisation whose bucket is empty gets 429 with `Retry-After` until it refills.
+    /// Per server process. 0: no share is enforced.
+    #[arg(long, env = "TENANT_BYTES_PER_SEC", default_value_t = 64 * 1024 * 1024)]
+    pub tenant_bytes_per_sec: u64,
+
+    /// The bucket of `TENANT_BYTES_PER_SEC`: how many bytes an organisation may use in a burst
+    /// (at least `MAX_BODY_BYTES` plus `MAX_LIST_PAGE_BYTES`, so any one request fits).
+    #[arg(long, env = "TENANT_BURST_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub tenant_burst_bytes: u64,
 }
 
 impl Default for Limits {
@@ -371,6 +383,12 @@ impl Limits {
         }
         if self.max_sandboxes_per_org < 1 {
             anyhow::bail!("MAX_SANDBOXES_PER_ORG must be at least 1");
+        }
+        let one_request = (self.max_body_bytes + self.max_list_page_bytes) as u64;
+        if self.tenant_bytes_per_sec > 0 && self.tenant_burst_bytes < one_request {
+            anyhow::bail!(
+                "TENANT_BURST_BYTES must be at least MAX_BODY_BYTES + MAX_LIST_PAGE_BYTES ({one_request})"
+            );
         }
         Ok(())
     }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::storage::StoreError;
+
 /// Every error code the server can answer with. The table in [`Code::spec`] is the only place that
 /// maps a code to its HTTP status and wire string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,7 @@ pub enum Code {
     BadHeader,
     BadParameter,
     LimitExceeded,
+    OverShare,
     AudienceInvalid,
     HasDependents,
     BulkGetSize,
@@ -104,6 +107,7 @@ impl Code {
             BadHeader => (400, "UPAPI-113400-400", Service),
             BadParameter => (400, "UPAPI-113401-400", Service),
             LimitExceeded => (400, "UPAPI-113414-400", Service),
+            OverShare => (429, "UPAPI-113429-429", Service),
             AudienceInvalid => (400, "UPAPI-113434-400", Service),
             HasDependents => (400, "UPAPI-113631-403", Service),
             BulkGetSize => (400, "UPAPI-113015-400", Service),
@@ -206,6 +210,17 @@ impl ApiError {
         )
     }
 
+    /// (namespace, audienceId) is taken in the sandbox: the UPS answer to
+    /// [`Conflict::AudienceKeyTaken`](crate::storage::Conflict::AudienceKeyTaken).
+    pub fn audience_key_taken(namespace: &str, audience_id: &str) -> Self {
+        Self::new(
+            Code::AudienceConflict,
+            format!(
+                "An audience with namespace '{namespace}' and audienceId '{audience_id}' already exists in this sandbox."
+            ),
+        )
+    }
+
     pub fn bad_body(message: impl Into<String>) -> Self {
         Self::new(Code::BadBody, message)
     }
@@ -246,18 +261,49 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// What storage returns reaches the client like a database error; a rule the database enforced
-/// ([`Conflict`]) is mapped by each API family to its own code before it gets here, so one that
-/// arrives unmapped is a fault of the code.
-impl From<crate::storage::StoreError> for ApiError {
-    fn from(e: crate::storage::StoreError) -> Self {
-        use crate::storage::StoreError;
+/// What the store could not do, as a client sees it: the database's errors as above, a stored row
+/// that does not decode as a fault of ours (500). A conflict means something only to the API
+/// family that met it, which maps it before this (`service::audiences::write_refused`); one that
+/// reaches this conversion is a fault of ours too.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
             StoreError::Db(e) => e.into(),
             StoreError::Corrupt(e) => ApiError::internal(e),
             StoreError::Conflict(c) => ApiError::internal(anyhow::anyhow!(
-                "conflict {c:?} not mapped by its API family"
+                "the store's conflict {c:?} was not mapped to an answer"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Conflict;
+
+    #[test]
+    fn store_errors_answer_as_the_database_and_faults_do() {
+        let code = |e: StoreError| ApiError::from(e).code;
+        assert_eq!(
+            code(StoreError::Db(sqlx::Error::PoolTimedOut)),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(StoreError::Db(sqlx::Error::RowNotFound)),
+            Code::Internal
+        );
+        assert_eq!(
+            code(StoreError::Corrupt(anyhow::anyhow!("x"))),
+            Code::Internal
+        );
+        // A conflict is the family's to answer; unmapped it is a fault, never a client error.
+        assert_eq!(
+            code(StoreError::Conflict(Conflict::AudienceKeyTaken)),
+            Code::Internal
+        );
+        // The database's own error stays the cause, so a retry can recognise it.
+        let e = ApiError::from(StoreError::Db(sqlx::Error::PoolTimedOut));
+        assert!(e.source.unwrap().downcast_ref::<sqlx::Error>().is_some());
     }
 }

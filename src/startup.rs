@@ -145,6 +145,10 @@ impl Application {
                 limits: settings.limits.clone(),
             },
             limits: settings.limits.clone(),
+            shares: crate::api::share::Shares::new(
+                settings.limits.tenant_bytes_per_sec,
+                settings.limits.tenant_burst_bytes,
+            ),
             landing,
             landing_keys: Default::default(),
             monitoring: monitoring.clone(),

@@ -35,12 +35,13 @@ use quick_xml::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{context, respond::AZURE_REQUEST_ID, AppState};
+use super::{respond::AZURE_REQUEST_ID, AppState};
 use crate::{
     domain::landing::{parse_blob_name, BlobName, Permission, CONTAINER_NAME, SAS_VERSION},
     error::{ApiError, Code},
     landing::{FileInfo, Kind, Listed, Upload, Zone, ZoneError},
     service::landing::{authenticate, Limits},
+    telemetry,
 };
 
 /// The `x-ms-version` answered when the client names none.
@@ -107,7 +108,7 @@ async fn azure_headers(
         );
     }
     if !headers.contains_key(AZURE_REQUEST_ID) {
-        if let Ok(id) = HeaderValue::from_str(&context::request_id()) {
+        if let Ok(id) = HeaderValue::from_str(&telemetry::request_id()) {
             headers.insert(header::HeaderName::from_static(AZURE_REQUEST_ID), id);
         }
     }
@@ -236,7 +237,7 @@ fn http_date(t: SystemTime) -> String {
 /// A successful Azure answer.
 fn azure(status: StatusCode) -> HttpResponseBuilder {
     let mut builder = HttpResponse::build(status);
-    builder.insert_header((AZURE_REQUEST_ID, context::request_id()));
+    builder.insert_header((AZURE_REQUEST_ID, telemetry::request_id()));
     builder
 }
 

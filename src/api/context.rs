@@ -14,38 +14,22 @@ use actix_web::{
     middleware::Next,
     web, Error,
 };
-use rand::{distr::Alphanumeric, Rng};
 
 use super::{
     respond::{error_body, AnsweredCode},
     AppState,
 };
-use crate::{error::Code, monitoring::UNMATCHED_ROUTE};
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
+use crate::{
+    error::Code,
+    monitoring::UNMATCHED_ROUTE,
+    telemetry::{new_request_id, with_request_id},
+};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Seconds a client is told (`Retry-After`) to wait before retrying a 503 or a 429. Every such
 /// answer carries it, whichever part of the server made it.
 pub const RETRY_AFTER_SECS: u32 = 2;
-
-/// The id of the request being served (a fresh one outside a request).
-pub fn request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| new_request_id())
-}
-
-fn new_request_id() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
-}
 
 /// A caller's id is echoed when it is a sane header value; otherwise one is made.
 fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
@@ -66,13 +50,12 @@ pub async fn request_context(
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let _serving = state.as_ref().map(|s| s.lifecycle.enter());
-    let mut res = REQUEST_ID
-        .scope(id.clone(), async move {
-            next.call(req)
-                .await
-                .map(|res| ensure_json_error(res.map_into_boxed_body()))
-        })
-        .await?;
+    let mut res = with_request_id(id.clone(), async move {
+        next.call(req)
+            .await
+            .map(|res| ensure_json_error(res.map_into_boxed_body()))
+    })
+    .await?;
     res.headers_mut().insert(
         REQUEST_ID_HEADER,
         HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),

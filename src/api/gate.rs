@@ -3,7 +3,7 @@
 //! On success the tenant and the caller are attached to the request for the handlers.
 
 use actix_web::{
-    body::{BoxBody, MessageBody},
+    body::{BodySize, BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{header, Method},
     middleware::Next,
@@ -26,17 +26,69 @@ pub async fn gate(
     };
     match admit(&req, &state).await {
         Ok((tenant, caller)) => {
+            if let Err(wait) = state
+                .shares
+                .admit(tenant.org_id(), request_bytes(&req, &state))
+            {
+                // The refusal itself takes a second: a client that asks again at once cannot
+                // turn refusals into a flood (each one may carry a body the server must drain).
+                tokio::time::sleep(SLOW_REFUSAL).await;
+                return Ok(req.into_response(over_share(wait.saturating_sub(SLOW_REFUSAL))));
+            }
+            let org = tenant.org_id().to_owned();
             req.extensions_mut().insert(tenant);
             req.extensions_mut().insert(caller);
-            next.call(req)
+            let res = next
+                .call(req)
                 .await
-                .map(ServiceResponse::map_into_boxed_body)
+                .map(ServiceResponse::map_into_boxed_body)?;
+            if let BodySize::Sized(sent) = res.response().body().size() {
+                state.shares.charge(&org, sent);
+            }
+            Ok(res)
         }
         Err(e) => {
             let response = actix_web::ResponseError::error_response(&e);
             Ok(req.into_response(response))
         }
     }
+}
+
+/// What a request's body will take from its organisation's share: its declared length, or the
+/// largest body allowed when it is sent in chunks.
+fn request_bytes(req: &ServiceRequest, state: &AppState) -> u64 {
+    match req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(n) => n,
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
+            state.limits.max_body_bytes as u64
+        }
+        None => 0,
+    }
+}
+
+/// How long an organisation past its share waits for its 429.
+const SLOW_REFUSAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// 429 for an organisation that used up its share, saying when to come back (at least 1 s).
+fn over_share(wait: std::time::Duration) -> actix_web::HttpResponse {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut res = error_body(
+        Code::OverShare,
+        &format!(
+            "This organisation has used its share of the server (TENANT_BYTES_PER_SEC: the bytes of its requests and responses); retry after {seconds} s."
+        ),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    // The body is not read: closing the connection spares reading (and discarding) it.
+    res.head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    res
 }
 
 fn header_str<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
@@ -269,13 +321,23 @@ pub mod openapi {
                 ),
             );
         }
-        add_missing(op, "503", unavailable());
+        add_missing(
+            op,
+            "429",
+            retry_later("The organisation has used its share of this server (`TENANT_BYTES_PER_SEC`, bytes of requests and responses); retry after `Retry-After` seconds (`UPAPI-113429-429`)."),
+        );
+        add_missing(
+            op,
+            "503",
+            retry_later("The database timed out, is not reachable or is overloaded; retry after `Retry-After` seconds."),
+        );
     }
 
     /// 503: the database timed out, is unreachable or overloaded; `Retry-After` says when to retry.
-    fn unavailable() -> RefOr<Response> {
+    /// An error answer that says when to come back (`Retry-After`).
+    fn retry_later(description: &str) -> RefOr<Response> {
         let mut response = ResponseBuilder::new()
-            .description("The database timed out, is not reachable or is overloaded; retry after `Retry-After` seconds.")
+            .description(description)
             .content(JSON, Content::new(Some(Ref::from_schema_name("ErrorBody"))))
             .build();
         response.headers.insert(

@@ -14,11 +14,12 @@ pub mod links;
 pub mod metrics;
 pub mod respond;
 pub mod schemas;
+pub mod share;
 
 use std::{
     collections::HashMap,
     future::{ready, Ready},
-    sync::RwLock,
+    sync::{LazyLock, RwLock},
 };
 
 use actix_web::{
@@ -28,7 +29,7 @@ use actix_web::{
 };
 use serde_json::Value;
 use sqlx::PgPool;
-use utoipa_actix_web::{scope, service_config::ServiceConfig};
+use utoipa_actix_web::{scope, service_config::ServiceConfig, AppExt};
 
 use crate::{
     auth::AuthConfig,
@@ -55,6 +56,8 @@ pub struct AppState {
     pub ais: crate::service::ais::AisConfig,
     /// The bounds on every input.
     pub limits: Limits,
+    /// Each organisation's share of this server (bytes per second).
+    pub shares: share::Shares,
     /// Landing zones: where they live, their bounds, the public URL of the blob API.
     pub landing: crate::service::landing::LandingConfig,
     /// The key that signs landing-zone SAS tokens, read once.
@@ -229,28 +232,29 @@ pub fn configure(cfg: &mut ServiceConfig) {
     );
 }
 
-/// Paths the API serves, for telling a wrong method (405) from an unknown path (404).
-const KNOWN_PATHS: &[&str] = &[
-    "/data/core/ups/audiences",
-    "/data/core/ups/audiences/bulk-get",
-    "/data/core/ups/audiences/{id}",
-    "/data/core/ais/audiences",
-    "/data/core/ais/external-audience",
-    "/data/core/ais/external-audience/operations/{id}",
-    "/data/core/ais/external-audience/extend-ttl/{id}",
-    "/data/core/ais/external-audience/{id}",
-    "/data/core/ais/external-audience/{id}/runs",
-    "/data/core/ais/external-audience/{id}/runs/{run}",
-    "/data/foundation/connectors/landingzone",
-    "/data/foundation/connectors/landingzone/credentials",
-];
+/// The paths `configure` registers (utoipa-actix-web collects them as it registers the handlers),
+/// as actix matches them: a request no route took on one of these had the wrong method (405),
+/// anywhere else the wrong path (404). Read once, from the registration itself, so a new
+/// endpoint is known here without a second list.
+fn served_paths() -> &'static [ResourceDef] {
+    static PATHS: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
+        let (_, doc) = actix_web::App::new()
+            .into_utoipa_app()
+            .configure(configure)
+            .split_for_parts();
+        doc.paths
+            .paths
+            .keys()
+            .map(|path| ResourceDef::new(path.as_str()))
+            .collect()
+    });
+    &PATHS
+}
 
 /// The answer for any request no route took.
 pub async fn unmatched(req: HttpRequest) -> HttpResponse {
     let path = req.path();
-    let known = KNOWN_PATHS
-        .iter()
-        .any(|p| ResourceDef::new(*p).is_match(path));
+    let known = served_paths().iter().any(|p| p.is_match(path));
     if known {
         respond::error_body(
             Code::MethodNotAllowed,

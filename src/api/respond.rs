@@ -7,8 +7,10 @@ use actix_web::{
 };
 use serde_json::json;
 
-use super::context;
-use crate::error::{ApiError, Code, Shape};
+use crate::{
+    error::{ApiError, Code, Shape},
+    telemetry,
+};
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -20,7 +22,7 @@ impl ResponseError for ApiError {
         // the client sees in its error body.
         if let Some(source) = &self.source {
             tracing::error!(
-                request_id = %context::request_id(),
+                request_id = %telemetry::request_id(),
                 code = self.code.spec().wire,
                 error = ?source,
                 "request failed"
@@ -38,7 +40,7 @@ pub fn error_body(code: Code, message: &str) -> HttpResponse {
         HttpResponse::build(status)
             .content_type("application/xml")
             .insert_header((AZURE_ERROR_CODE, code.spec().wire))
-            .insert_header((AZURE_REQUEST_ID, context::request_id()))
+            .insert_header((AZURE_REQUEST_ID, telemetry::request_id()))
             .body(azure_error_xml(code, message))
     } else {
         HttpResponse::build(status)
@@ -62,7 +64,7 @@ fn azure_error_xml(code: Code, message: &str) -> String {
     // Azure states the time with seven fractional digits.
     let stamp = format!(
         "\nRequestId:{}\nTime:{}.{:07}Z",
-        context::request_id(),
+        telemetry::request_id(),
         now.format("%Y-%m-%dT%H:%M:%S"),
         now.timestamp_subsec_nanos() / 100
     );
@@ -99,7 +101,7 @@ pub fn error_json(code: Code, message: &str) -> serde_json::Value {
     match spec.shape {
         Shape::Gateway => json!({ "error_code": spec.wire, "message": message }),
         Shape::Service | Shape::Azure => json!({
-            "requestId": context::request_id(),
+            "requestId": telemetry::request_id(),
             "type": format!("https://ns.adobe.com/aep/errors/{}", spec.wire),
             "title": message,
             "status": spec.status,

@@ -210,22 +210,18 @@ fn must_be(key: &str, what: &str) -> ApiError {
 }
 
 /// Checks the type of every known client field and normalises the lenient forms (a bare schema
-/// string, `active`). `name` is required. Unknown fields are kept as given.
+/// string, `active`). `name` is required. Unknown fields are kept as given. The checks run field
+/// family by field family, so the first problem in this order is the one reported.
 fn check_fields(mut doc: Map<String, Value>) -> Result<CheckedFields, ApiError> {
     strip_system_fields(&mut doc);
     let name = check_name(&doc)?;
-    check_plain_fields(&doc)?;
+    check_string_fields(&doc)?;
+    check_kept_fields(&doc)?;
+    check_type(&doc)?;
+    check_labels_and_ttl(&doc)?;
     check_expression(&doc)?;
     normalize_schema(&mut doc)?;
-    let lifecycle = match doc.get("lifecycleState") {
-        None => None,
-        Some(Value::String(s)) => Some(Lifecycle::parse(s)?),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Field 'lifecycleState' must be a string.",
-            ))
-        }
-    };
+    let lifecycle = check_lifecycle(&doc)?;
     Ok((doc, name, lifecycle))
 }
 
@@ -238,8 +234,8 @@ fn check_name(doc: &Map<String, Value>) -> Result<String, ApiError> {
     }
 }
 
-/// The fields with a simple type: strings, objects, a boolean, the type, labels, the TTL.
-fn check_plain_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
+/// The string fields; `description` may be null, the identity fields may not be blank.
+fn check_string_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
     for key in STRING_FIELDS {
         match doc.get(*key) {
             None | Some(Value::String(_)) => {}
@@ -256,6 +252,11 @@ fn check_plain_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
             }
         }
     }
+    Ok(())
+}
+
+/// The fields kept as given once their type is right: objects, and one boolean.
+fn check_kept_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
     for key in OBJECT_FIELDS {
         if doc.get(*key).is_some_and(|v| !v.is_object()) {
             return Err(must_be(key, "an object"));
@@ -267,13 +268,19 @@ fn check_plain_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
     {
         return Err(must_be("overridePerformanceWarnings", "a boolean"));
     }
-    if let Some(v) = doc.get("type") {
-        if !matches!(v.as_str(), Some(SEGMENT_DEFINITION | EXTERNAL_SEGMENT)) {
-            return Err(ApiError::invalid(
-                "Field 'type' must be 'SegmentDefinition' or 'ExternalSegment'.",
-            ));
-        }
+    Ok(())
+}
+
+fn check_type(doc: &Map<String, Value>) -> Result<(), ApiError> {
+    match doc.get("type") {
+        Some(v) if !matches!(v.as_str(), Some(SEGMENT_DEFINITION | EXTERNAL_SEGMENT)) => Err(
+            ApiError::invalid("Field 'type' must be 'SegmentDefinition' or 'ExternalSegment'."),
+        ),
+        _ => Ok(()),
     }
+}
+
+fn check_labels_and_ttl(doc: &Map<String, Value>) -> Result<(), ApiError> {
     if let Some(v) = doc.get("labels") {
         if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
             return Err(must_be("labels", "an array of strings"));
@@ -285,6 +292,17 @@ fn check_plain_fields(doc: &Map<String, Value>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The lifecycle the client sent, if any (`active` reads as `published`).
+fn check_lifecycle(doc: &Map<String, Value>) -> Result<Option<Lifecycle>, ApiError> {
+    match doc.get("lifecycleState") {
+        None => Ok(None),
+        Some(Value::String(s)) => Lifecycle::parse(s).map(Some),
+        Some(_) => Err(ApiError::invalid(
+            "Field 'lifecycleState' must be a string.",
+        )),
+    }
 }
 
 fn check_expression(doc: &Map<String, Value>) -> Result<(), ApiError> {
@@ -553,15 +571,6 @@ pub fn new_etag(now_ms: i64) -> String {
     )
 }
 
-/// What a client reads when (namespace, audienceId) is taken in its sandbox.
-pub fn key_taken_message(fields: &ClientFields) -> String {
-    format!(
-        "An audience with namespace '{}' and audienceId '{}' already exists in this sandbox.",
-        fields.namespace(),
-        fields.audience_id()
-    )
-}
-
 fn profile_union() -> Value {
     json!([{
         "meta:resourceType": "unions",
@@ -669,13 +678,11 @@ impl Audience {
         let update_time = int(map.remove("updateTime"));
         strip_system_fields(&mut map);
         let name = text(map.get("name").cloned()).unwrap_or_default();
-        let lifecycle = map
-            .get("lifecycleState")
-            .and_then(Value::as_str)
-            .map(Lifecycle::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("stored lifecycle: {e}"))?
-            .unwrap_or(Lifecycle::Published);
+        let lifecycle = match map.get("lifecycleState").and_then(Value::as_str) {
+            None => Lifecycle::Published,
+            Some(name) => Lifecycle::from_name(name)
+                .ok_or_else(|| anyhow::anyhow!("stored lifecycleState '{name}' is not a state"))?,
+        };
         Ok(Audience {
             id,
             fields: ClientFields {

@@ -20,13 +20,21 @@ impl Lifecycle {
         }
     }
 
+    /// The state [`Lifecycle::as_str`] names, and nothing else: how a stored state is read back.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Lifecycle::Draft, Lifecycle::Published, Lifecycle::Inactive]
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+
     /// Reads a client value. `active` is the older name of `published`; `deleted` and `archived`
     /// exist in the real service but are reached only through DELETE, never set by a client.
     pub fn parse(value: &str) -> Result<Self, ApiError> {
+        if let Some(state) = Self::from_name(value) {
+            return Ok(state);
+        }
         match value {
-            "draft" => Ok(Lifecycle::Draft),
-            "published" | "active" => Ok(Lifecycle::Published),
-            "inactive" => Ok(Lifecycle::Inactive),
+            "active" => Ok(Lifecycle::Published),
             "deleted" | "archived" => Err(ApiError::invalid(format!(
                 "Field 'lifecycleState' cannot be set to '{value}': delete the audience with DELETE instead."
             ))),
@@ -62,6 +70,16 @@ mod tests {
     #[test]
     fn active_is_read_as_published() {
         assert_eq!(Lifecycle::parse("active").unwrap(), Published);
+    }
+
+    #[test]
+    fn stored_names_read_back_exactly() {
+        for state in [Draft, Published, Inactive] {
+            assert_eq!(Lifecycle::from_name(state.as_str()), Some(state));
+        }
+        for name in ["active", "Published", "", "deleted"] {
+            assert_eq!(Lifecycle::from_name(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The audience list query: parameters, their rules, and the whitelists of sortable and filterable
-//! fields. Storage turns a [`ListQuery`] into SQL using only the column names declared here.
+//! fields. Storage turns a [`ListQuery`] into SQL; each field here maps to one column there
+//! (`storage::audiences`), so only these fields can reach a statement.
 
 use super::limits::check_chars;
 use crate::{config::Limits, error::ApiError};
@@ -40,19 +41,6 @@ impl SortField {
             SortField::UpdateEpoch => "updateEpoch",
             SortField::LifecycleState => "lifecycleState",
             SortField::AudienceId => "audienceId",
-            SortField::Namespace => "namespace",
-        }
-    }
-
-    /// The column the sort uses. Epoch seconds sort as their millisecond columns: the order is the
-    /// same, ties inside one second are broken by the milliseconds before the id.
-    pub fn column(self) -> &'static str {
-        match self {
-            SortField::Name => "name",
-            SortField::CreationTime | SortField::CreateEpoch => "creation_time",
-            SortField::UpdateTime | SortField::UpdateEpoch => "update_time",
-            SortField::LifecycleState => "lifecycle_state",
-            SortField::AudienceId => "audience_id",
             SortField::Namespace => "namespace",
         }
     }
@@ -99,21 +87,6 @@ impl PropertyField {
             PropertyField::LifecycleState => "lifecycleState",
             PropertyField::DatasetId => "datasetId",
             PropertyField::CreatedBy => "createdBy",
-        }
-    }
-
-    /// The column compared; `id` is compared as text so any value is a valid filter.
-    pub fn column(self) -> &'static str {
-        match self {
-            PropertyField::Id => "id::text",
-            PropertyField::AudienceId => "audience_id",
-            PropertyField::Name => "name",
-            PropertyField::Namespace => "namespace",
-            PropertyField::Type => "audience_type",
-            PropertyField::OriginName => "origin_name",
-            PropertyField::LifecycleState => "lifecycle_state",
-            PropertyField::DatasetId => "dataset_id",
-            PropertyField::CreatedBy => "created_by",
         }
     }
 
@@ -165,91 +138,58 @@ impl ListQuery {
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let (key, value) = (key.into_owned(), value.into_owned());
-            // PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the query.
-            const KNOWN: [&str; 7] = [
-                "start",
-                "limit",
-                "sort",
-                "property",
-                "name",
-                "description",
-                "entityType",
-            ];
-            if value.contains('\0') && KNOWN.contains(&key.as_str()) {
-                return Err(ApiError::bad_param(
-                    &key,
-                    "must not contain the character U+0000",
-                ));
+            check_value(&key, &value, limits)?;
+            if q.read_parameter(&key, &value, limits)? == Link::Keep {
+                q.passthrough.push((key, value));
             }
-            check_value_length(&key, &value, limits)?;
-            match key.as_str() {
-                "start" => {
-                    q.start = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| *n >= 0)
-                        .ok_or_else(|| ApiError::bad_param("start", "must be an integer >= 0"))?;
-                    continue;
-                }
-                "limit" => {
-                    q.limit = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::bad_param(
-                                "limit",
-                                format!("must be an integer from 1 to {MAX_LIMIT}"),
-                            )
-                        })?;
-                    continue;
-                }
-                "sort" => {
-                    let (field, dir) = value.split_once(':').unwrap_or((value.as_str(), "asc"));
-                    q.sort = SortField::parse(field).ok_or_else(|| {
-                        ApiError::bad_param(
-                            "sort",
-                            format!(
-                                "unknown field '{field}'; sortable fields are {}",
-                                SortField::ALL.map(SortField::api_name).join(", ")
-                            ),
-                        )
-                    })?;
-                    q.descending = match dir {
-                        "asc" => false,
-                        "desc" => true,
-                        _ => {
-                            return Err(ApiError::bad_param(
-                                "sort",
-                                format!("direction '{dir}' must be asc or desc"),
-                            ))
-                        }
-                    };
-                }
-                "property" => {
-                    if q.properties.len() == limits.max_list_filters {
-                        return Err(ApiError::limit(format!(
-                            "Query parameter 'property' is repeated more than {0} times; at most {0} filters are allowed.",
-                            limits.max_list_filters
-                        )));
-                    }
-                    q.properties.push(parse_property(&value)?)
-                }
-                "name" => q.name = Some(value.clone()),
-                "description" => q.description = Some(value.clone()),
-                "entityType" => {
-                    if value.is_empty() {
-                        return Err(ApiError::bad_param("entityType", "must not be empty"));
-                    }
-                    q.entity_type = Some(value.clone());
-                }
-                // Unknown parameters are ignored, as the real service does (Adobe's own links carry
-                // `totalCount`), and not repeated in links.
-                _ => continue,
-            }
-            q.passthrough.push((key, value));
         }
         Ok(q)
+    }
+
+    /// Applies one parameter, and says whether `_links` repeat it. Unknown parameters are ignored,
+    /// as the real service does (Adobe's own links carry `totalCount`), and not repeated; the
+    /// paging ones are written anew for each link.
+    fn read_parameter(
+        &mut self,
+        key: &str,
+        value: &str,
+        limits: &Limits,
+    ) -> Result<Link, ApiError> {
+        match key {
+            "start" => self.start = parse_start(value)?,
+            "limit" => self.limit = parse_limit(value)?,
+            "sort" => {
+                (self.sort, self.descending) = parse_sort(value)?;
+                return Ok(Link::Keep);
+            }
+            "property" => {
+                if self.properties.len() == limits.max_list_filters {
+                    return Err(ApiError::limit(format!(
+                        "Query parameter 'property' is repeated more than {0} times; at most {0} filters are allowed.",
+                        limits.max_list_filters
+                    )));
+                }
+                self.properties.push(parse_property(value)?);
+                return Ok(Link::Keep);
+            }
+            "name" => {
+                self.name = Some(value.to_owned());
+                return Ok(Link::Keep);
+            }
+            "description" => {
+                self.description = Some(value.to_owned());
+                return Ok(Link::Keep);
+            }
+            "entityType" => {
+                if value.is_empty() {
+                    return Err(ApiError::bad_param("entityType", "must not be empty"));
+                }
+                self.entity_type = Some(value.to_owned());
+                return Ok(Link::Keep);
+            }
+            _ => {}
+        }
+        Ok(Link::Drop)
     }
 
     /// Whether anything beyond the default "hide inactive" narrows the list.
@@ -291,6 +231,80 @@ impl ListQuery {
             "asc"
         }
     }
+}
+
+/// Whether a parameter is repeated in the `_links` of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Keep,
+    Drop,
+}
+
+/// The parameters this query reads.
+const KNOWN: [&str; 7] = [
+    "start",
+    "limit",
+    "sort",
+    "property",
+    "name",
+    "description",
+    "entityType",
+];
+
+/// What every value of a known parameter must be, whatever the parameter: free of U+0000, which
+/// PostgreSQL text cannot hold (refused here rather than failing in the query), and within its
+/// length bound.
+fn check_value(key: &str, value: &str, limits: &Limits) -> Result<(), ApiError> {
+    if value.contains('\0') && KNOWN.contains(&key) {
+        return Err(ApiError::bad_param(
+            key,
+            "must not contain the character U+0000",
+        ));
+    }
+    check_value_length(key, value, limits)
+}
+
+fn parse_start(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| ApiError::bad_param("start", "must be an integer >= 0"))
+}
+
+fn parse_limit(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_param("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+        })
+}
+
+/// `field:asc` or `field:desc` (`field` alone is ascending); whether it is descending.
+fn parse_sort(value: &str) -> Result<(SortField, bool), ApiError> {
+    let (field, dir) = value.split_once(':').unwrap_or((value, "asc"));
+    let sort = SortField::parse(field).ok_or_else(|| {
+        ApiError::bad_param(
+            "sort",
+            format!(
+                "unknown field '{field}'; sortable fields are {}",
+                SortField::ALL.map(SortField::api_name).join(", ")
+            ),
+        )
+    })?;
+    let descending = match dir {
+        "asc" => false,
+        "desc" => true,
+        _ => {
+            return Err(ApiError::bad_param(
+                "sort",
+                format!("direction '{dir}' must be asc or desc"),
+            ))
+        }
+    };
+    Ok((sort, descending))
 }
 
 /// A filter value longer than the field it matches can hold is refused: it could match nothing,

@@ -100,13 +100,7 @@ pub async fn create_meta_only(
     let mut tx = pool.begin().await?;
     storage::audiences::insert(&mut tx, tenant, &created)
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(Conflict::AudienceKeyTaken) => ApiError::new(
-                Code::AisConflict,
-                audience::key_taken_message(&created.fields),
-            ),
-            e => e.into(),
-        })?;
+        .map_err(|e| to_ais(audiences::write_refused(e, &created)))?;
     tx.commit().await?;
     Ok(created)
 }

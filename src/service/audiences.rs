@@ -1,5 +1,10 @@
-//! Audience use cases. Every write is one transaction: the row is locked, the rules are checked
-//! against what is in the database, and the new version is written, or nothing is.
+//! UPS audience use cases: each turns a parsed request into the domain's rules and storage calls,
+//! and the store's answers into the UPS family's errors (`write_refused`). Every write is one
+//! transaction, or one statement: a create that references no other audience is a single insert;
+//! a PUT or PATCH that touches only its own audience is written only where the row still has the
+//! etag it was computed from (a lost race reads again, see `update_with`); writes that involve
+//! other audiences lock every row they check, in one order (see `delete_cascade`), and check the
+//! rules against what they locked.
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -48,6 +53,17 @@ pub struct Written {
     pub etag: String,
 }
 
+/// The UPS answer to a write of `audience` the store refused: a taken (namespace, audienceId) is
+/// 409; anything else is the database's (503 or 500, see `ApiError`'s conversions).
+pub(crate) fn write_refused(e: StoreError, audience: &Audience) -> ApiError {
+    match e {
+        StoreError::Conflict(Conflict::AudienceKeyTaken) => {
+            ApiError::audience_key_taken(audience.fields.namespace(), audience.fields.audience_id())
+        }
+        other => other.into(),
+    }
+}
+
 /// Ids in paths are the audience's `id`; anything that is not one of ours cannot exist.
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::audience_not_found(id))
@@ -77,24 +93,13 @@ pub async fn create(
         let mut conn = pool.acquire().await?;
         let body = storage::audiences::insert(&mut conn, tenant, &created)
             .await
-            .map_err(|e| insert_error(e, &created))?;
+            .map_err(|e| write_refused(e, &created))?;
         return Ok(Written {
             body,
             etag: created.etag,
         });
     }
     retry::on_conflict(|| create_referencing(pool, clock, tenant, caller, id, fields.clone())).await
-}
-
-/// A taken (namespace, audienceId) is 409.
-fn insert_error(e: StoreError, audience: &Audience) -> ApiError {
-    match e {
-        StoreError::Conflict(Conflict::AudienceKeyTaken) => ApiError::new(
-            Code::AudienceConflict,
-            audience::key_taken_message(&audience.fields),
-        ),
-        e => e.into(),
-    }
 }
 
 /// A create whose expression references other audiences: they are locked FOR UPDATE in id order
@@ -114,7 +119,7 @@ async fn create_referencing(
     let created = Audience::create(id, fields, caller, dependencies, clock.now());
     let body = storage::audiences::insert(&mut tx, tenant, &created)
         .await
-        .map_err(|e| insert_error(e, &created))?;
+        .map_err(|e| write_refused(e, &created))?;
     storage::audiences::refresh_dependents(&mut tx, tenant, &created.dependencies).await?;
     tx.commit().await?;
     Ok(Written {
@@ -213,10 +218,11 @@ async fn update_with(
         }
         let updated = current.updated(fields, caller, Vec::new(), clock.now());
         let mut conn = pool.acquire().await?;
-        if let Some(body) =
+        let written =
             storage::audiences::update_if_current(&mut conn, tenant, &updated, &current.etag)
-                .await?
-        {
+                .await
+                .map_err(|e| write_refused(e, &updated))?;
+        if let Some(body) = written {
             return Ok(Written {
                 body,
                 etag: updated.etag,
@@ -302,7 +308,9 @@ async fn update_locked_once(
         ensure_no_live_dependents(&mut tx, tenant, uuid, "deactivated").await?;
     }
     let updated = current.updated(fields, caller, dependencies, clock.now());
-    let body = storage::audiences::update(&mut tx, tenant, &updated).await?;
+    let body = storage::audiences::update(&mut tx, tenant, &updated)
+        .await
+        .map_err(|e| write_refused(e, &updated))?;
     let changed: Vec<Uuid> = symmetric_difference(&current.dependencies, &updated.dependencies);
     storage::audiences::refresh_dependents(&mut tx, tenant, &changed).await?;
     tx.commit().await?;
@@ -389,7 +397,7 @@ async fn delete_cascade_once(
     }
     // 4. The audience and the audiences it references, in id order.
     let mut deleted_ups = false;
-    if let Some(seen) = storage::audiences::read_on(&mut tx, tenant, id).await? {
+    if let Some(seen) = storage::audiences::read(&mut *tx, tenant, id).await? {
         let mut wanted = seen.dependencies.clone();
         wanted.push(id);
         wanted.sort();
@@ -449,12 +457,12 @@ async fn resolve_dependencies(
         }
         ids.push(id);
     }
-    let states = storage::audiences::states_of(conn, tenant, &ids).await?;
+    let states = storage::audiences::lock_states(conn, tenant, &ids).await?;
     for (r, id) in referenced.iter().zip(&ids) {
         let Some((_, state)) = states.iter().find(|(found, _)| found == id) else {
             return Err(unknown(r));
         };
-        if fields.lifecycle == Lifecycle::Published && state != "published" {
+        if fields.lifecycle == Lifecycle::Published && *state != Lifecycle::Published {
             return Err(ApiError::invalid(format!(
                 "The audience cannot be published: it depends on audience '{r}', which is {state}."
             )));
@@ -477,7 +485,7 @@ pub(crate) async fn ensure_no_live_dependents(
     let live: Vec<String> = storage::audiences::dependents_of(conn, tenant, id)
         .await?
         .into_iter()
-        .filter(|(_, state)| state != "inactive")
+        .filter(|(_, state)| *state != Lifecycle::Inactive)
         .map(|(dependent, _)| dependent.to_string())
         .collect();
     if live.is_empty() {

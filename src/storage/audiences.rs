@@ -1,17 +1,21 @@
 //! SQL for UPS audiences. `body` holds the rendered audience; the other columns are its
 //! filterable and sortable fields, written from the same [`Audience`] in one statement.
+//!
+//! Every function returns data or a [`StoreError`]: a taken (namespace, audienceId) is
+//! [`Conflict::AudienceKeyTaken`], a stored row that does not decode is `Corrupt`; what a client
+//! is told is the API's business. Reads named `lock*` lock the rows they read until the
+//! transaction ends; the others lock nothing.
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use anyhow::anyhow;
+use sqlx::{postgres::PgArguments, Arguments, AssertSqlSafe, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::{violated_constraint, Conflict, StoreError};
-use crate::{
-    domain::{
-        audience::{self, Audience},
-        listing::{ListQuery, PropertyField},
-        Tenant,
-    },
-    error::{ApiError, Code},
+use crate::domain::{
+    audience::Audience,
+    lifecycle::Lifecycle,
+    listing::{ListQuery, PropertyField, SortField},
+    Tenant,
 };
 
 /// An audience as stored: its rendered JSON text and its current etag.
@@ -20,7 +24,12 @@ pub struct StoredAudience {
     pub etag: String,
 }
 
-pub async fn get(pool: &PgPool, tenant: &Tenant, id: Uuid) -> sqlx::Result<Option<StoredAudience>> {
+/// An audience as rendered, without decoding it.
+pub async fn get(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<StoredAudience>, StoreError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT body::text, etag FROM audiences WHERE sandbox_id = $1 AND id = $2")
             .bind(tenant.sandbox_id())
@@ -30,13 +39,29 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: Uuid) -> sqlx::Result<Optio
     Ok(row.map(|(body, etag)| StoredAudience { body, etag }))
 }
 
-/// Reads an audience and locks its row until the transaction ends, so the write that follows
-/// applies to exactly this version.
+/// Reads an audience without locking it, on a pool or in a transaction; pair with
+/// [`update_if_current`] or a `lock*` read.
+pub async fn read<'e>(
+    db: impl PgExecutor<'e>,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<Audience>, StoreError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2")
+            .bind(tenant.sandbox_id())
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    row.map(|(body,)| decode(&body)).transpose()
+}
+
+/// Reads an audience and locks its row FOR UPDATE until the transaction ends, so the write that
+/// follows applies to exactly this version.
 pub async fn lock(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-) -> Result<Option<Audience>, ApiError> {
+) -> Result<Option<Audience>, StoreError> {
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2 FOR UPDATE",
     )
@@ -44,7 +69,7 @@ pub async fn lock(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|(body,)| parse_stored(&body)).transpose()
+    row.map(|(body,)| decode(&body)).transpose()
 }
 
 /// Locks the audiences of `ids` that exist in the tenant, FOR UPDATE, in id order (the order every
@@ -54,60 +79,53 @@ pub async fn lock_ids(
     conn: &mut PgConnection,
     tenant: &Tenant,
     ids: &[Uuid],
-) -> sqlx::Result<Vec<Uuid>> {
+) -> Result<Vec<Uuid>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     // The rows are locked as they leave the sort, so in id order.
-    sqlx::query_scalar(
+    Ok(sqlx::query_scalar(
         "SELECT id FROM audiences WHERE sandbox_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
     )
     .bind(tenant.sandbox_id())
     .bind(ids)
     .fetch_all(&mut *conn)
-    .await
+    .await?)
 }
 
-/// Reads an audience on a connection without locking it.
-pub async fn read_on(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    id: Uuid,
-) -> Result<Option<Audience>, ApiError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT body::text FROM audiences WHERE sandbox_id = $1 AND id = $2")
-            .bind(tenant.sandbox_id())
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    row.map(|(body,)| parse_stored(&body)).transpose()
+/// A stored body was written by [`Audience::to_body`]: one that does not read back is a fault of
+/// the store.
+fn decode(body: &str) -> Result<Audience, StoreError> {
+    serde_json::from_str(body)
+        .map_err(anyhow::Error::from)
+        .and_then(Audience::from_body)
+        .map_err(StoreError::Corrupt)
 }
 
-fn parse_stored(body: &str) -> Result<Audience, ApiError> {
-    let value = serde_json::from_str(body).map_err(ApiError::internal)?;
-    Audience::from_body(value).map_err(ApiError::internal)
+/// A stored `lifecycle_state` (the schema allows only the three names).
+fn decode_lifecycle(id: Uuid, name: &str) -> Result<Lifecycle, StoreError> {
+    Lifecycle::from_name(name).ok_or_else(|| {
+        StoreError::Corrupt(anyhow!(
+            "audience {id} has lifecycle_state '{name}', which is not a state"
+        ))
+    })
 }
 
-fn conflict_or(e: sqlx::Error, audience: &Audience) -> ApiError {
+fn conflict_or(e: sqlx::Error) -> StoreError {
     if violated_constraint(&e) == Some("audiences_namespace_audience_id_key") {
-        ApiError::new(
-            Code::AudienceConflict,
-            audience::key_taken_message(&audience.fields),
-        )
+        StoreError::Conflict(Conflict::AudienceKeyTaken)
     } else {
         e.into()
     }
 }
 
-/// Inserts a new audience; returns the rendered body. A taken (namespace, audienceId) is
-/// [`Conflict::AudienceKeyTaken`].
+/// Inserts a new audience; returns the rendered body.
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience: &Audience,
 ) -> Result<String, StoreError> {
-    let body = serde_json::to_string(&audience.to_body(tenant))
-        .map_err(|e| StoreError::Corrupt(e.into()))?;
+    let body = render(tenant, audience);
     let f = &audience.fields;
     sqlx::query(
         "INSERT INTO audiences (id, sandbox_id, audience_id, namespace, name, description, audience_type,
@@ -134,13 +152,7 @@ pub async fn insert(
     .bind(&body)
     .execute(&mut *conn)
     .await
-    .map_err(|e| {
-        if violated_constraint(&e) == Some("audiences_namespace_audience_id_key") {
-            StoreError::Conflict(Conflict::AudienceKeyTaken)
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict_or)?;
     Ok(body)
 }
 
@@ -149,11 +161,11 @@ pub async fn update(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience: &Audience,
-) -> Result<String, ApiError> {
+) -> Result<String, StoreError> {
     update_where(conn, tenant, audience, None)
         .await?
         .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("locked audience {} vanished", audience.id))
+            StoreError::Corrupt(anyhow!("audience {} vanished while locked", audience.id))
         })
 }
 
@@ -164,7 +176,7 @@ pub async fn update_if_current(
     tenant: &Tenant,
     audience: &Audience,
     expected_etag: &str,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, StoreError> {
     update_where(conn, tenant, audience, Some(expected_etag)).await
 }
 
@@ -173,8 +185,8 @@ async fn update_where(
     tenant: &Tenant,
     audience: &Audience,
     expected_etag: Option<&str>,
-) -> Result<Option<String>, ApiError> {
-    let body = render(tenant, audience)?;
+) -> Result<Option<String>, StoreError> {
+    let body = render(tenant, audience);
     let f = &audience.fields;
     let done = sqlx::query(
         "UPDATE audiences SET name = $3, description = $4, origin_name = $5, lifecycle_state = $6,
@@ -197,23 +209,19 @@ async fn update_where(
     .bind(expected_etag)
     .execute(&mut *conn)
     .await
-    .map_err(|e| conflict_or(e, audience))?;
+    .map_err(conflict_or)?;
     Ok((done.rows_affected() == 1).then_some(body))
 }
 
-/// Reads an audience without locking it; pair with [`update_if_current`].
-pub async fn read(pool: &PgPool, tenant: &Tenant, id: Uuid) -> Result<Option<Audience>, ApiError> {
-    match get(pool, tenant, id).await? {
-        Some(stored) => parse_stored(&stored.body).map(Some),
-        None => Ok(None),
-    }
+fn render(tenant: &Tenant, audience: &Audience) -> String {
+    audience.to_body(tenant).to_string()
 }
 
-fn render(tenant: &Tenant, audience: &Audience) -> Result<String, ApiError> {
-    serde_json::to_string(&audience.to_body(tenant)).map_err(ApiError::internal)
-}
-
-pub async fn delete(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx::Result<bool> {
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM audiences WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)
@@ -222,22 +230,25 @@ pub async fn delete(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx:
     Ok(done.rows_affected() == 1)
 }
 
-/// The lifecycle state of each of `ids` that exists in the tenant. The rows are share-locked so
-/// they cannot change state or vanish before the transaction commits (writers lock them
+/// The lifecycle state of each of `ids` that exists in the tenant. The rows are locked FOR SHARE
+/// so they cannot change state or vanish before the transaction commits (writers lock them
 /// FOR UPDATE beforehand with [`lock_ids`], so this takes no new lock there).
-pub async fn states_of(
+pub async fn lock_states(
     conn: &mut PgConnection,
     tenant: &Tenant,
     ids: &[Uuid],
-) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as(
+) -> Result<Vec<(Uuid, Lifecycle)>, StoreError> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, lifecycle_state FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)
          ORDER BY id FOR SHARE",
     )
     .bind(tenant.sandbox_id())
     .bind(ids)
     .fetch_all(&mut *conn)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|(id, state)| Ok((id, decode_lifecycle(id, &state)?)))
+        .collect()
 }
 
 /// The audiences whose expressions reference `id`, with their lifecycle states.
@@ -245,8 +256,8 @@ pub async fn dependents_of(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as(
+) -> Result<Vec<(Uuid, Lifecycle)>, StoreError> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, lifecycle_state FROM audiences
          WHERE sandbox_id = $1 AND dependencies <> '{}' AND dependencies @> ARRAY[$2]::uuid[]
          ORDER BY id",
@@ -254,7 +265,10 @@ pub async fn dependents_of(
     .bind(tenant.sandbox_id())
     .bind(id)
     .fetch_all(&mut *conn)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|(id, state)| Ok((id, decode_lifecycle(id, &state)?)))
+        .collect()
 }
 
 /// Recomputes the `dependents` shown in the bodies of `ids` after a write changed who references
@@ -263,7 +277,7 @@ pub async fn refresh_dependents(
     conn: &mut PgConnection,
     tenant: &Tenant,
     ids: &[Uuid],
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
@@ -276,7 +290,7 @@ pub async fn refresh_dependents(
             .into_iter()
             .map(|(dependent, _)| dependent)
             .collect();
-        let body = render(tenant, &audience)?;
+        let body = render(tenant, &audience);
         sqlx::query("UPDATE audiences SET body = $3::json WHERE sandbox_id = $1 AND id = $2")
             .bind(tenant.sandbox_id())
             .bind(id)
@@ -297,56 +311,123 @@ pub struct Page {
     pub total: i64,
 }
 
-/// Lists a page. Column names come only from the whitelists in `domain::listing`; every value is
-/// a bound parameter. The page and the count are one statement, one round trip.
+/// Lists a page. The page and the count are one statement, one round trip, which reads the
+/// page's bodies one by one up to its byte budget (`list_statement` says how).
+pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> Result<Page, StoreError> {
+    let (sql, arguments) = list_statement(tenant, q)?;
+    let (total, count, children): (i64, i64, String) =
+        sqlx::query_as_with(AssertSqlSafe(sql), arguments)
+            .fetch_one(pool)
+            .await?;
+    Ok(Page {
+        children,
+        count,
+        total,
+    })
+}
+
+/// The plan PostgreSQL makes for exactly the statement and arguments [`list`] sends for `q`, one
+/// line of `EXPLAIN` per entry (the tests read it to check that a list stays inside the tenant's
+/// index range).
+pub async fn explain_list(
+    pool: &PgPool,
+    tenant: &Tenant,
+    q: &ListQuery,
+) -> Result<Vec<String>, StoreError> {
+    let (sql, arguments) = list_statement(tenant, q)?;
+    Ok(
+        sqlx::query_scalar_with(AssertSqlSafe(format!("EXPLAIN {sql}")), arguments)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The column a sort reads. Epoch seconds sort as their millisecond columns: the order is the
+/// same, ties inside one second are broken by the milliseconds before the id.
+fn sort_column(field: SortField) -> &'static str {
+    match field {
+        SortField::Name => "name",
+        SortField::CreationTime | SortField::CreateEpoch => "creation_time",
+        SortField::UpdateTime | SortField::UpdateEpoch => "update_time",
+        SortField::LifecycleState => "lifecycle_state",
+        SortField::AudienceId => "audience_id",
+        SortField::Namespace => "namespace",
+    }
+}
+
+/// The column a `property` filter compares; `id` is compared as text so any value is a valid
+/// filter.
+fn property_column(field: PropertyField) -> &'static str {
+    match field {
+        PropertyField::Id => "id::text",
+        PropertyField::AudienceId => "audience_id",
+        PropertyField::Name => "name",
+        PropertyField::Namespace => "namespace",
+        PropertyField::Type => "audience_type",
+        PropertyField::OriginName => "origin_name",
+        PropertyField::LifecycleState => "lifecycle_state",
+        PropertyField::DatasetId => "dataset_id",
+        PropertyField::CreatedBy => "created_by",
+    }
+}
+
+/// The statement of a list page and its arguments. Column names come only from [`sort_column`]
+/// and [`property_column`]; every value is an argument.
 ///
 /// The page's bodies are read one by one in page order (`walk`), adding up their lengths, and the
 /// walk stops at the first body that passes `q.page_bytes`: that one and the rest are left out
 /// (the first body is always kept), so neither the database nor the server holds more than the
 /// budget and one body, whatever `limit` says.
-pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result<Page> {
+fn list_statement(tenant: &Tenant, q: &ListQuery) -> Result<(String, PgArguments), StoreError> {
+    let mut arguments = PgArguments::default();
+    arguments
+        .add(tenant.sandbox_id())
+        .and_then(|()| arguments.add(q.start))
+        .and_then(|()| arguments.add(q.limit))
+        .and_then(|()| arguments.add(i64::try_from(q.page_bytes).unwrap_or(i64::MAX)))
+        .map_err(sqlx::Error::Encode)?;
+    // $1..$4 are the sandbox, offset, limit and byte budget.
     let mut filters = String::from("sandbox_id = $1");
-    let mut values: Vec<String> = Vec::new();
-    let mut push = |filters: &mut String, clause: &str, value: String| {
-        values.push(value);
-        // $1..$4 are the sandbox, offset, limit and byte budget.
-        filters.push_str(&clause.replace('?', &format!("${}", values.len() + 4)));
-    };
     if q.hides_inactive() {
-        filters.push_str(" AND lifecycle_state <> 'inactive'");
+        filters.push_str(&format!(
+            " AND lifecycle_state <> '{}'",
+            Lifecycle::Inactive.as_str()
+        ));
     }
     for p in &q.properties {
-        let column = p.field.column();
-        let clause = match (p.equals, p.field) {
-            (true, _) => format!(" AND {column} = ?"),
-            (false, PropertyField::Id) => format!(" AND {column} <> ?"),
-            (false, _) => format!(" AND {column} IS DISTINCT FROM ?"),
+        let column = property_column(p.field);
+        let operator = match (p.equals, p.field) {
+            (true, _) => "=",
+            (false, PropertyField::Id) => "<>",
+            (false, _) => "IS DISTINCT FROM",
         };
-        push(&mut filters, &clause, p.value.clone());
+        let value = bind_next(&mut arguments, p.value.clone())?;
+        filters.push_str(&format!(" AND {column} {operator} {value}"));
     }
     if let Some(name) = &q.name {
-        push(&mut filters, " AND name ILIKE ?", contains_pattern(name));
+        let value = bind_next(&mut arguments, contains_pattern(name))?;
+        filters.push_str(&format!(" AND name ILIKE {value}"));
     }
     if let Some(description) = &q.description {
-        push(
-            &mut filters,
-            " AND description ILIKE ?",
-            contains_pattern(description),
-        );
+        let value = bind_next(&mut arguments, contains_pattern(description))?;
+        filters.push_str(&format!(" AND description ILIKE {value}"));
     }
     if let Some(entity_type) = &q.entity_type {
-        push(&mut filters, " AND schema_name = ?", entity_type.clone());
+        let value = bind_next(&mut arguments, entity_type.clone())?;
+        filters.push_str(&format!(" AND schema_name = {value}"));
     }
-    let column = q.sort.column();
+    let column = sort_column(q.sort);
     let dir = q.direction();
     // The default listing (no filter but the hidden inactive ones) is counted from the
     // trigger-kept counters; any other filter counts the matching rows.
     let count = if q.has_filters() {
         format!("SELECT count(*) FROM audiences WHERE {filters}")
     } else {
-        "SELECT coalesce(sum(n), 0)::bigint FROM audience_counts
-         WHERE sandbox_id = $1 AND lifecycle_state <> 'inactive'"
-            .to_owned()
+        format!(
+            "SELECT coalesce(sum(n), 0)::bigint FROM audience_counts
+             WHERE sandbox_id = $1 AND lifecycle_state <> '{}'",
+            Lifecycle::Inactive.as_str()
+        )
     };
     let sql = format!(
         "WITH RECURSIVE page AS MATERIALIZED (
@@ -367,21 +448,13 @@ pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> sqlx::Result
          SELECT ({count}), (SELECT count(*) FROM kept),
                 coalesce((SELECT string_agg(body, ',' ORDER BY n) FROM kept), '')"
     );
-    let budget = i64::try_from(q.page_bytes).unwrap_or(i64::MAX);
-    let mut query = sqlx::query_as::<_, (i64, i64, String)>(AssertSqlSafe(sql))
-        .bind(tenant.sandbox_id())
-        .bind(q.start)
-        .bind(q.limit)
-        .bind(budget);
-    for v in &values {
-        query = query.bind(v);
-    }
-    let (total, count, children) = query.fetch_one(pool).await?;
-    Ok(Page {
-        children,
-        count,
-        total,
-    })
+    Ok((sql, arguments))
+}
+
+/// Adds `value` to the arguments; its placeholder (`$n`).
+fn bind_next(arguments: &mut PgArguments, value: String) -> Result<String, StoreError> {
+    arguments.add(value).map_err(sqlx::Error::Encode)?;
+    Ok(format!("${}", arguments.len()))
 }
 
 fn contains_pattern(needle: &str) -> String {
@@ -393,15 +466,15 @@ fn contains_pattern(needle: &str) -> String {
 }
 
 /// The bytes of the rendered bodies of those of `ids` that exist in the tenant.
-pub async fn body_bytes(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+pub async fn body_bytes(pool: &PgPool, tenant: &Tenant, ids: &[Uuid]) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
         "SELECT coalesce(sum(octet_length(body::text)), 0)::bigint FROM audiences
          WHERE sandbox_id = $1 AND id = ANY($2)",
     )
     .bind(tenant.sandbox_id())
     .bind(ids)
     .fetch_one(pool)
-    .await
+    .await?)
 }
 
 /// The rendered bodies of those of `ids` that exist in the tenant.
@@ -409,12 +482,14 @@ pub async fn bulk_get(
     pool: &PgPool,
     tenant: &Tenant,
     ids: &[Uuid],
-) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as("SELECT id, body::text FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)")
-        .bind(tenant.sandbox_id())
-        .bind(ids)
-        .fetch_all(pool)
-        .await
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, body::text FROM audiences WHERE sandbox_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Whether following `dependencies` from `from` reaches `target`: a write that would close a cycle.
@@ -423,7 +498,7 @@ pub async fn reaches(
     tenant: &Tenant,
     from: &[Uuid],
     target: Uuid,
-) -> sqlx::Result<bool> {
+) -> Result<bool, StoreError> {
     let (found,): (bool,) = sqlx::query_as(
         "WITH RECURSIVE walk(id) AS (
              SELECT unnest($2::uuid[])

@@ -1,4 +1,16 @@
-//! SQL, one module per entity. Every function that touches tenant data takes the tenant first.
+//! SQL, one module per entity. Storage knows no HTTP: it returns data or a [`StoreError`].
+//!
+//! A function that reads or writes one tenant's rows takes the tenant right after its connection
+//! (`conn, tenant, ..`) and filters by its sandbox, so no query can forget it. The others work
+//! across tenants by design: the sandbox registry (`sandboxes`), the job queue (`jobs`, whose jobs
+//! carry their sandbox), the maintenance passes over every tenant (`ais::lock_next_expired`, the
+//! purges and the sweep of bulk rows), and the look-ups that find the tenant of a row or of a
+//! landing-zone account (`ais::tenant_of`, `landing::zone_by_account`) or read the server's own
+//! key (`landing::secret`).
+//!
+//! Reads named `lock*` lock the rows they read (`FOR UPDATE`, or `FOR SHARE` where said) until the
+//! transaction ends; reads with plain names lock nothing. A worker's `jobs::claim` locks the job
+//! it takes (`FOR UPDATE SKIP LOCKED`).
 
 pub mod ais;
 pub mod audiences;

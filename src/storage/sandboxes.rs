@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::StoreError;
 use crate::domain::Sandbox;
 
 /// What registering a sandbox name came to.
@@ -22,7 +23,7 @@ pub async fn register(
     org_id: &str,
     name: &str,
     max_per_org: i64,
-) -> sqlx::Result<Registered> {
+) -> Result<Registered, StoreError> {
     let known = {
         let mut conn = pool.acquire().await?;
         find(&mut conn, org_id, name).await?
@@ -68,7 +69,11 @@ pub async fn register(
     Ok(Registered::Sandbox(sandbox))
 }
 
-async fn find(conn: &mut PgConnection, org_id: &str, name: &str) -> sqlx::Result<Option<Sandbox>> {
+async fn find(
+    conn: &mut PgConnection,
+    org_id: &str,
+    name: &str,
+) -> Result<Option<Sandbox>, StoreError> {
     let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
         "SELECT sandbox_id, name, sandbox_type, is_default FROM sandboxes
          WHERE org_id = $1 AND name = $2",

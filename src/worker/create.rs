@@ -7,10 +7,10 @@ use sqlx::{Acquire, PgConnection};
 use super::Worker;
 use crate::{
     domain::{
-        audience,
         external::{self, ExternalAudience, ExternalState, OperationStatus},
         Tenant,
     },
+    error::ApiError,
     storage::{
         self,
         jobs::{self, Job},
@@ -71,8 +71,9 @@ async fn insert_ups_audience(
         Err(StoreError::Conflict(Conflict::AudienceKeyTaken)) => {
             savepoint.rollback().await?;
             storage::ais::delete_external(tx, tenant, ext.id).await?;
-            let reason = audience::key_taken_message(&ups.fields);
-            Ok((OperationStatus::Failed, Some(reason)))
+            let fields = &ups.fields;
+            let refused = ApiError::audience_key_taken(fields.namespace(), fields.audience_id());
+            Ok((OperationStatus::Failed, Some(refused.message)))
         }
         Err(e) => Err(e.into()),
     }

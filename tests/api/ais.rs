@@ -626,6 +626,8 @@ async fn one_run_at_a_time_and_the_guardrails() {
         s.runs_per_sandbox_per_day = 3;
     })
     .await;
+    // The sandbox's runs are counted by UTC day: start mid-day, far from its end.
+    to_next_midday(&t.clock);
     let w = t.worker("w").await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let a = t.ready_audience(&w, named("x.csv", "a")).await;
@@ -643,6 +645,8 @@ async fn one_run_at_a_time_and_the_guardrails() {
     let msg = assert_error(res, 422, "100960-422").await;
     assert!(msg.contains("PROCESSING"), "{msg}");
     w.drain().await.unwrap();
+    // A second later, so that the runs' creation times tell them apart.
+    t.clock.advance(Duration::seconds(1));
     t.start_run(&a, start.clone()).await;
     w.drain().await.unwrap();
     // Per audience: 2.

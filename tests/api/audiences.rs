@@ -91,7 +91,10 @@ async fn duplicate_namespace_and_audience_id_is_a_conflict() {
         "UPAPI-113409-409",
     )
     .await;
-    assert!(msg.contains("test-external-audience-id"));
+    assert_eq!(
+        msg,
+        "An audience with namespace 'aam' and audienceId 'test-external-audience-id' already exists in this sandbox."
+    );
     // Another namespace, or another sandbox, is fine.
     let mut other = external_audience();
     other["namespace"] = json!("other");

@@ -1,7 +1,10 @@
 //! Conditional requests and concurrent writers.
 
+use std::sync::Arc;
+
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio::sync::Barrier;
 
 use crate::helpers::*;
 
@@ -156,36 +159,67 @@ async fn stale_if_match_is_412_and_changes_nothing() {
     .await;
 }
 
-#[tokio::test]
+/// Two writers with the same `If-Match` race: both requests leave at once (a barrier) for a server
+/// with two workers; one wins, the other is refused, and what is stored is the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_one_of_two_writers_with_the_same_tag_wins() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| s.http_workers = Some(2)).await;
     let a = app.created(platform_audience()).await;
     let id = a["id"].as_str().unwrap().to_owned();
     let etag = a["_etag"].as_str().unwrap().to_owned();
-    let send = |value: &'static str| {
-        app.ups(Method::PATCH, &format!("/audiences/{id}"))
+    let barrier = Arc::new(Barrier::new(2));
+    let writers = ["x", "y"].map(|value| {
+        let request = app
+            .ups(Method::PATCH, &format!("/audiences/{id}"))
             .header("If-Match", &etag)
-            .json(&json!([{"op": "replace", "path": "/name", "value": value}]))
-            .send()
-    };
-    let (x, y) = tokio::join!(send("x"), send("y"));
-    let mut statuses = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+            .json(&json!([{"op": "replace", "path": "/name", "value": value}]));
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (value, status, res.json::<Value>().await.unwrap())
+        })
+    });
+    let mut outcomes = Vec::new();
+    for writer in writers {
+        outcomes.push(writer.await.unwrap());
+    }
+    let mut statuses: Vec<u16> = outcomes.iter().map(|(_, status, _)| *status).collect();
     statuses.sort();
-    assert_eq!(statuses, [200, 412]);
+    assert_eq!(statuses, [200, 412], "{outcomes:?}");
+    let (winner, _, answer) = outcomes
+        .iter()
+        .find(|(_, status, _)| *status == 200)
+        .unwrap();
+    let stored: Value = app.get_audience(&id).await.json().await.unwrap();
+    assert_eq!(stored["name"], *winner);
+    assert_eq!(&stored, answer, "the winner's answer is what is stored");
+    assert_ne!(stored["_etag"], a["_etag"]);
 }
 
-#[tokio::test]
+/// Twenty writers without `If-Match` append to one list at once (released together by a
+/// barrier): the database decides the order, and no update is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_patches_lose_nothing() {
     let app = TestApp::spawn_with(|s| s.http_workers = Some(2)).await;
     let a = app.created(json!({"name": "counter", "labels": []})).await;
     let id = a["id"].as_str().unwrap().to_owned();
-    let patches = (0..20).map(|i| {
-        app.ups(Method::PATCH, &format!("/audiences/{id}"))
-            .json(&json!([{"op": "add", "path": "/labels/-", "value": format!("l{i}")}]))
-            .send()
-    });
-    for res in futures_util::future::join_all(patches).await {
-        assert_eq!(res.unwrap().status(), 200);
+    let barrier = Arc::new(Barrier::new(20));
+    let patches: Vec<_> = (0..20)
+        .map(|i| {
+            let request = app
+                .ups(Method::PATCH, &format!("/audiences/{id}"))
+                .json(&json!([{"op": "add", "path": "/labels/-", "value": format!("l{i}")}]));
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    for patch in patches {
+        assert_eq!(patch.await.unwrap(), 200);
     }
     let final_: Value = app.get_audience(&id).await.json().await.unwrap();
     let mut labels: Vec<String> = serde_json::from_value(final_["labels"].clone()).unwrap();

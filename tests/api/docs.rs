@@ -172,3 +172,67 @@ async fn swagger_ui_is_served_from_the_binary() {
         .unwrap();
     assert_error(res, 404, "UPAPI-113404-404").await;
 }
+
+/// The server tells a wrong method from a wrong path by the paths it registers, which are the
+/// document's: every documented path answers 405 to each method it does not document, and a
+/// path below it that nothing serves answers 404.
+#[tokio::test]
+async fn undocumented_methods_are_405_and_undocumented_paths_404() {
+    let app = TestApp::spawn().await;
+    let doc: Value = serde_json::from_str(&audience_server::openapi::document_json()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut refused = 0;
+    for (template, item) in paths {
+        // Every parameter gets an id that exists nowhere: the route, not the resource, answers.
+        let path = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in METHODS {
+            // `GET /audiences/bulk-get` is a read of the audience whose id is "bulk-get".
+            let served = paths
+                .iter()
+                .any(|(other, item)| matches(other, &path) && item.get(method).is_some());
+            if served {
+                continue;
+            }
+            let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let res = app.request(verb.clone(), &path).send().await.unwrap();
+            let message = assert_error(res, 405, "UPAPI-113405-405").await;
+            assert_eq!(message, format!("Method {verb} is not allowed on {path}."));
+            refused += 1;
+        }
+        assert!(item
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|m| METHODS.contains(&m.as_str())));
+        let below = format!("{path}/no/route");
+        let res = app.request(Method::GET, &below).send().await.unwrap();
+        let message = assert_error(res, 404, "UPAPI-113404-404").await;
+        assert_eq!(message, format!("No resource at {below}."));
+    }
+    assert!(paths.len() >= 15, "{} paths", paths.len());
+    assert!(refused >= 45, "{refused} methods refused");
+    for path in [
+        "/data/core/ups/segments",
+        "/data/core/ais/nothing",
+        "/nowhere",
+    ] {
+        let res = app.request(Method::GET, path).send().await.unwrap();
+        assert_error(res, 404, "UPAPI-113404-404").await;
+    }
+}
+
+/// Whether a path template of the document matches a path, `{..}` standing for one segment.
+fn matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
+}

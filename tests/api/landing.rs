@@ -123,7 +123,12 @@ pub async fn raw(app: &TestApp, request: &[u8]) -> (u16, String) {
 
 #[tokio::test]
 async fn landing_zone_endpoints_answer_in_adobes_shape() {
-    let app = TestApp::spawn().await;
+    // The credential's expiry is a date: issue it mid-day, so the day this test expects is the
+    // day the server used, whenever the test runs.
+    let clock = audience_server::domain::clock::Clock::adjustable();
+    to_next_midday(&clock);
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |s| s.clock = c).await;
     let res = app
         .request(
             Method::GET,
@@ -165,7 +170,7 @@ async fn landing_zone_endpoints_answer_in_adobes_shape() {
         "{}",
         creds.token
     );
-    let expiry = (chrono::Utc::now() + Duration::days(90))
+    let expiry = (clock.now() + Duration::days(90))
         .format("%Y-%m-%d")
         .to_string();
     assert_eq!(creds.body["expiryDate"], expiry.as_str());
@@ -869,20 +874,39 @@ fn an_upload_streams_to_disk_in_bounded_memory() {
 
 /// The signing key is made once, however many servers race to make it, and every replica on the
 /// database honours the tokens of the others.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_signing_key() {
     let url = fresh_database().await;
     let pool =
         audience_server::storage::connect(&url, 8, &audience_server::config::DbTimeouts::none())
             .await
             .unwrap();
-    let keys = futures_util::future::join_all(
-        (0..8).map(|_| audience_server::storage::landing::secret(&pool)),
-    )
-    .await;
-    let first = keys[0].as_ref().unwrap().clone();
-    assert_eq!(first.len(), 32);
-    assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
+    // Eight first callers, released together.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                audience_server::storage::landing::secret(&pool)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for caller in callers {
+        keys.push(caller.await.unwrap());
+    }
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret FROM landing_secret")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 32);
+    assert!(
+        keys.iter().all(|k| *k == stored),
+        "every caller has the stored key"
+    );
     pool.close().await;
 
     let landing = std::env::temp_dir().join(format!("replicas-{}", uuid::Uuid::new_v4()));

@@ -1,7 +1,9 @@
 //! GET /audiences: paging, sorting, filters, links, and the plans that keep it inside one tenant.
 
-use std::collections::HashSet;
-
+use audience_server::{
+    config::Limits,
+    domain::{listing::ListQuery, Sandbox, Tenant},
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -13,20 +15,29 @@ async fn page(app: &TestApp, query: &str) -> Value {
     res.json().await.unwrap()
 }
 
-fn names(page: &Value) -> Vec<String> {
+/// How a list orders an audience by `field`: its value, then its id.
+fn sort_key(audience: &Value, field: &str) -> (i64, String) {
+    (
+        audience[field].as_i64().unwrap(),
+        audience["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn ids(page: &Value) -> Vec<String> {
     page["children"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect()
 }
 
 #[tokio::test]
 async fn page_shape_and_last_page_has_no_next() {
     let app = TestApp::spawn().await;
+    let mut created = Vec::new();
     for i in 0..5 {
-        app.created(json!({"name": format!("a{i}")})).await;
+        created.push(app.created(json!({"name": format!("a{i}")})).await);
     }
     let first = page(&app, "limit=2").await;
     assert_eq!(first["children"].as_array().unwrap().len(), 2);
@@ -49,27 +60,34 @@ async fn page_shape_and_last_page_has_no_next() {
     assert_eq!(beyond["children"], json!([]));
     assert_eq!(beyond["_page"]["pageSize"], 0);
     assert!(beyond["_page"].get("next").is_none());
-    // Defaults: 20 per page, newest update first.
+    // Defaults: 20 per page, newest update first, ties (writes in one millisecond) by id.
     let all = page(&app, "").await;
     assert_eq!(all["_page"]["limit"], 20);
-    assert_eq!(names(&all), vec!["a4", "a3", "a2", "a1", "a0"]);
+    created.sort_by_key(|a| sort_key(a, "updateTime"));
+    created.reverse();
+    assert_eq!(all["children"], json!(created));
 }
 
 #[tokio::test]
 async fn paging_visits_every_audience_once_in_order_while_writes_happen() {
     let app = TestApp::spawn().await;
-    let mut ids = Vec::new();
+    let mut originals = Vec::new();
     for i in 0..23 {
-        let a = app.created(json!({"name": format!("n{i:02}")})).await;
-        ids.push(a["id"].as_str().unwrap().to_owned());
+        originals.push(app.created(json!({"name": format!("n{i:02}")})).await);
     }
+    // Creation order, ties (creates in one millisecond) broken by id as the list does.
+    originals.sort_by_key(|a| sort_key(a, "creationTime"));
+    let ids: Vec<String> = originals
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut seen = Vec::new();
     let mut query = "limit=5&sort=creationTime:asc".to_owned();
     let mut round = 0;
     loop {
         let p = page(&app, &query).await;
         for a in p["children"].as_array().unwrap() {
-            seen.push(a["id"].as_str().unwrap().to_owned());
+            seen.push(sort_key(a, "creationTime"));
         }
         // Between pages, other clients write: new audiences, and edits of ones already listed.
         app.created(json!({"name": format!("late{round}")})).await;
@@ -89,13 +107,60 @@ async fn paging_visits_every_audience_once_in_order_while_writes_happen() {
         assert!(href.contains(&format!("start={next}")));
         query = href.trim_start_matches("@/audiences?").to_owned();
     }
-    // Every original audience exactly once and in creation order; the later ones after them.
-    assert_eq!(&seen[..23], &ids[..]);
+    // Every audience once, in creation order (strictly increasing: no repeats), the originals
+    // among them; the later ones come after the originals created before them.
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    let seen: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+    let originals_seen: Vec<&String> = seen.iter().filter(|id| ids.contains(id)).collect();
+    assert_eq!(originals_seen, ids.iter().collect::<Vec<_>>());
+    assert!(seen.len() > ids.len(), "the later audiences are listed too");
+}
+
+/// Under the default sort (newest update first) an edit moves an audience to the front, as on the
+/// real service; this is why paging by `updateTime` while others edit is not stable
+/// (docs/DECISIONS.md).
+#[tokio::test]
+async fn an_edit_moves_an_audience_to_the_front_of_the_default_sort() {
+    let app = TestApp::spawn().await;
+    for i in 0..3 {
+        app.created(json!({"name": format!("m{i}")})).await;
+    }
+    let before = page(&app, "").await;
+    let order = ids(&before);
+    let last = order.last().unwrap().clone();
+    let newest_other = before["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["id"] != last.as_str())
+        .map(|a| a["updateTime"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    // The edit must come later than the others' writes; two writes may share a millisecond, so
+    // edit until the audience's updateTime has passed theirs (each edit is a later write).
+    let mut edited = Value::Null;
+    for n in 0..1000 {
+        let res = app
+            .patch_audience(
+                &last,
+                &json!([{"op": "add", "path": "/description", "value": format!("edit {n}")}]),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        edited = res.json().await.unwrap();
+        if edited["updateTime"].as_i64().unwrap() > newest_other {
+            break;
+        }
+    }
+    assert!(edited["updateTime"].as_i64().unwrap() > newest_other);
+    let after = page(&app, "").await;
     assert_eq!(
-        seen.len(),
-        seen.iter().collect::<HashSet<_>>().len(),
-        "no repeats"
+        after["children"][0], edited,
+        "the edited audience comes first"
     );
+    let mut moved = vec![last];
+    moved.extend_from_slice(&order[..2]);
+    assert_eq!(ids(&after), moved, "the others keep their order");
 }
 
 #[tokio::test]
@@ -382,8 +447,9 @@ async fn bulk_get_both_shapes_and_limits() {
     }
 }
 
-/// The list, count and lookup statements stay inside one sandbox's index range: with another
-/// tenant holding most rows, no plan scans the table.
+/// The statement a list sends (its page, its count and the walk over the page's bodies) stays
+/// inside one sandbox's index range: with another tenant holding most rows, no plan scans the
+/// table. The plans are of the server's own statement, built by storage for each query.
 #[tokio::test]
 async fn list_plans_use_the_tenant_indexes() {
     let app = TestApp::spawn().await;
@@ -419,32 +485,39 @@ async fn list_plans_use_the_tenant_indexes() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let sandbox = sandbox_of(&mine);
-    for (sort, dir) in [
-        ("update_time", "DESC"),
-        ("creation_time", "ASC"),
-        ("name", "ASC"),
-        ("audience_id", "DESC"),
-        ("namespace", "ASC"),
+    // The statement the server sends for each of these queries, with the same arguments.
+    let tenant = Tenant::new(
+        ORG.into(),
+        Sandbox {
+            sandbox_id: sandbox_of(&mine).parse().unwrap(),
+            name: SANDBOX.into(),
+            sandbox_type: "production".into(),
+            is_default: true,
+        },
+    );
+    for query in [
+        "start=2000",
+        "start=2000&sort=creationTime:asc",
+        "start=2000&sort=name:asc",
+        "start=2000&sort=audienceId:desc",
+        "start=2000&sort=namespace:asc",
+        "start=2000&sort=lifecycleState:asc",
+        "limit=1000&sort=updateEpoch:asc",
+        "property=lifecycleState==published&sort=name:desc",
+        "property=namespace!=AEPSegments",
+        "name=name+12&description=x",
+        "entityType=_xdm.context.profile",
     ] {
-        let sql = format!(
-            "EXPLAIN SELECT id FROM audiences WHERE sandbox_id = '{sandbox}' AND lifecycle_state <> 'inactive'
-             ORDER BY {sort} {dir}, id {dir} OFFSET 2000 LIMIT 20"
-        );
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&app.pool)
+        let q = ListQuery::parse(query, &Limits::default()).unwrap();
+        let plan = audience_server::storage::audiences::explain_list(&app.pool, &tenant, &q)
             .await
-            .unwrap();
-        let plan = plan.join("\n");
-        assert!(!plan.contains("Seq Scan"), "{sort}: {plan}");
-        assert!(plan.contains("audiences_by_"), "{sort}: {plan}");
+            .unwrap()
+            .join("\n");
+        // The page, its count and the walk over its bodies each read the tenant's range only.
+        assert!(!plan.contains("Seq Scan on audiences"), "{query}: {plan}");
+        assert!(plan.contains("audiences_by_"), "{query}: {plan}");
+        assert!(plan.contains("audiences_pkey"), "{query}: {plan}");
     }
-    let count = format!("EXPLAIN SELECT count(*) FROM audiences WHERE sandbox_id = '{sandbox}' AND lifecycle_state <> 'inactive'");
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-    assert!(!plan.join("\n").contains("Seq Scan"), "{plan:?}");
     // And the API answers from those rows: ours only.
     let p = page(&app, "limit=1").await;
     assert_eq!(p["_page"]["totalCount"], 1 + 2_700);

@@ -3,6 +3,7 @@
 mod ais;
 mod audiences;
 mod conditional;
+mod deletion;
 mod docs;
 mod embedded;
 mod foundation;
@@ -12,4 +13,5 @@ mod landing;
 mod lifecycle;
 mod listing;
 mod operations;
+mod tenancy;
 mod worker;

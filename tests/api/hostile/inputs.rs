@@ -52,27 +52,32 @@ async fn a_patch_that_copies_a_value_into_itself_is_refused_and_stores_nothing()
 }
 
 #[tokio::test]
-async fn a_patch_that_doubles_through_two_names_stops_at_the_body_limit() {
+async fn a_patch_that_doubles_through_two_names_stops_at_the_size_bound() {
     let app = TestApp::spawn().await;
     let audience = app.created(platform_audience()).await;
     let id = audience["id"].as_str().unwrap();
-    // x = [100 KiB]; then y := x and x += [y], which doubles x every two operations: the
-    // operation that would take the document past 2 MiB is refused before it runs.
-    let mut ops = vec![json!({"op": "add", "path": "/x", "value": ["s".repeat(100 * 1024)]})];
+    // The patch works on the audience as a client reads it; no operation may take it past its
+    // size before the patch plus MAX_AUDIENCE_BYTES (256 KiB).
+    let bound = serde_json::to_string(&audience).unwrap().len() + 256 * 1024;
+    // x = [40 KiB]; then y := x and x += [y], which doubles x every two operations: the
+    // operation that would take the document past the bound is refused before it runs.
+    let mut ops = vec![json!({"op": "add", "path": "/x", "value": ["s".repeat(40 * 1024)]})];
     for _ in 0..10 {
         ops.push(json!({"op": "copy", "from": "/x", "path": "/y"}));
         ops.push(json!({"op": "copy", "from": "/y", "path": "/x/-"}));
     }
     let message = assert_error(app.patch_audience(id, &json!(ops)).await, 400, LIMIT).await;
-    // x doubles at operations 2, 4, 6 (800 KiB); y := x at 7 makes 1.6 MiB; x += y at 8 would
-    // make 2.4 MiB.
+    // x doubles at operations 2 and 4 (160 KiB); y := x at 5 makes 320 KiB, past the bound.
+    let suffix = format!(
+        " bytes of JSON; at most {bound} are allowed (its size before the patch plus MAX_AUDIENCE_BYTES, and at most MAX_BODY_BYTES)."
+    );
     let size: usize = message
-        .strip_prefix("JSON Patch operation 8 would make the audience at least ")
-        .and_then(|m| m.strip_suffix(" bytes of JSON; at most 2097152 are allowed."))
+        .strip_prefix("JSON Patch operation 5 would make the audience at least ")
+        .and_then(|m| m.strip_suffix(suffix.as_str()))
         .unwrap_or_else(|| panic!("{message}"))
         .parse()
         .unwrap();
-    assert!(size > 2 * 1024 * 1024, "{size}");
+    assert!(size > bound, "{size}");
     assert_eq!(stored(&app, id).await, audience);
 }
 
@@ -492,23 +497,32 @@ async fn an_organisation_gets_at_most_100_sandboxes() {
     assert_eq!(count, 100);
 }
 
-#[tokio::test]
+/// Thirty first uses of new sandbox names leave at once (a barrier) for a server with two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
     let app = TestApp::spawn_with(|s| {
         s.limits.max_sandboxes_per_org = 10;
         s.db_pool_size = 8;
+        s.http_workers = Some(2);
     })
     .await;
-    let requests = (0..30).map(|i| {
-        app.as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
-            .ups(Method::GET, "/audiences")
-            .send()
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(30));
+    let requests: Vec<_> = (0..30)
+        .map(|i| {
+            let request = app
+                .as_tenant("RACE@AdobeOrg", &format!("s-{i}"))
+                .ups(Method::GET, "/audiences");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
         .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         10,
@@ -519,12 +533,20 @@ async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
         20,
         "{statuses:?}"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sandboxes WHERE org_id = $1")
-        .bind("RACE@AdobeOrg")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 10);
+    // The sandboxes stored are exactly the ones whose first use was answered.
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sandboxes WHERE org_id = $1 ORDER BY name")
+            .bind("RACE@AdobeOrg")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut admitted: Vec<String> = (0..30)
+        .filter(|i| statuses[*i] == 200)
+        .map(|i| format!("s-{i}"))
+        .collect();
+    stored.sort();
+    admitted.sort();
+    assert_eq!(stored, admitted);
 }
 
 const SECRET: &str = "hostile-tests-secret-of-32-bytes-or-more";
@@ -587,6 +609,88 @@ async fn verify_mode_checks_not_before_issuer_and_audience() {
     }
 }
 
+/// `verify` mode accepts only what it documents: an HS256 token signed with the secret and
+/// carrying `exp`. The same claims without `exp`, signed with another algorithm (even with the
+/// same secret), or unsigned (`alg: none`) are refused like any bad token.
+#[tokio::test]
+async fn verify_mode_refuses_tokens_without_expiry_or_of_another_algorithm() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let app = TestApp::spawn_with(|s| {
+        s.auth_mode = AuthMode::Verify;
+        s.jwt_secret = Some(Secret(SECRET.into()));
+    })
+    .await;
+    let claims =
+        json!({"sub": "svc@AdobeID", "org": ORG, "exp": chrono::Utc::now().timestamp() + 600});
+    let sign = |algorithm: Algorithm, claims: &Value| {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let call = |t: String| {
+        app.request_with_token(Method::GET, "/data/core/ups/audiences", &t)
+            .send()
+    };
+    // What is accepted, so that each refusal below is for its one difference.
+    assert_eq!(
+        call(sign(Algorithm::HS256, &claims))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut without_exp = claims.clone();
+    without_exp.as_object_mut().unwrap().remove("exp");
+    assert_token_invalid(call(sign(Algorithm::HS256, &without_exp)).await.unwrap()).await;
+    for algorithm in [Algorithm::HS384, Algorithm::HS512] {
+        assert_token_invalid(call(sign(algorithm, &claims)).await.unwrap()).await;
+    }
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    assert_token_invalid(call(unsigned).await.unwrap()).await;
+}
+
+/// `verify` mode without `JWT_SECRET` starts by no path: `Application::build` (before it connects
+/// anywhere), `Application::with_pool`, and the `migrate` command.
+#[tokio::test]
+async fn verify_mode_without_a_secret_is_refused_at_every_start() {
+    const REFUSED: &str = "AUTH_MODE=verify needs JWT_SECRET to be set";
+    let unreachable = "postgres://unused@127.0.0.1:1/none";
+    let mut settings = Settings::for_database(unreachable);
+    settings.auth_mode = AuthMode::Verify;
+    settings.jwt_secret = None;
+    let err = Application::build(settings.clone()).await.err().unwrap();
+    assert_eq!(err.to_string(), REFUSED);
+    let url = fresh_database().await;
+    let pool = storage::connect(&url, 1, &DbTimeouts::none())
+        .await
+        .unwrap();
+    let err = Application::with_pool(settings, pool, None).err().unwrap();
+    assert_eq!(err.to_string(), REFUSED);
+    let stderr = migrate_refusal(&[("AUTH_MODE", "verify"), ("DATABASE_URL", unreachable)]);
+    assert!(stderr.contains(REFUSED), "{stderr}");
+}
+
+/// Runs `audience-server migrate` with `env` (and no `JWT_SECRET` but the one given), which must
+/// fail; its standard error.
+fn migrate_refusal(env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_audience-server"))
+        .arg("migrate")
+        .env_remove("JWT_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "migrate started");
+    String::from_utf8(output.stderr).unwrap()
+}
+
 #[tokio::test]
 async fn a_short_jwt_secret_is_refused_at_every_start() {
     let mut settings = Settings::for_database("postgres://unused@127.0.0.1:1/none");
@@ -606,6 +710,15 @@ async fn a_short_jwt_secret_is_refused_at_every_start() {
     assert_eq!(
         err.to_string(),
         "JWT_SECRET is 16 bytes; it must be at least 32"
+    );
+    let stderr = migrate_refusal(&[
+        ("AUTH_MODE", "verify"),
+        ("JWT_SECRET", "too-short-secret"),
+        ("DATABASE_URL", "postgres://unused@127.0.0.1:1/none"),
+    ]);
+    assert!(
+        stderr.contains("JWT_SECRET is 16 bytes; it must be at least 32"),
+        "{stderr}"
     );
 }
 
@@ -760,4 +873,53 @@ async fn a_connection_ended_by_the_database_answers_503_with_retry_after() {
         app.patch_audience(&id, &describe("again")).await.status(),
         200
     );
+}
+
+/// A tenant that sends the largest allowed bodies back to back takes the machine from everyone:
+/// its organisation's share (bytes of requests and responses per second) runs out and it is
+/// answered 429 with `Retry-After`, before its body is read, while another organisation is served.
+#[tokio::test]
+async fn an_organisation_that_floods_the_server_is_held_to_its_share() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_body_bytes = 64 * 1024;
+        s.limits.max_audience_bytes = 64 * 1024;
+        s.limits.max_list_page_bytes = 64 * 1024;
+        s.limits.tenant_bytes_per_sec = 20 * 1024;
+        s.limits.tenant_burst_bytes = 256 * 1024;
+    })
+    .await;
+    let big = json!({"name": "big", "blob": "x".repeat(60 * 1024)});
+    let mut accepted = 0;
+    let refused = loop {
+        let res = app.create_audience(&big).await;
+        if res.status() == 429 {
+            break res;
+        }
+        assert_eq!(res.status(), 200);
+        accepted += 1;
+        assert!(
+            accepted < 10,
+            "a 256 KiB burst holds at most four 60 KiB bodies"
+        );
+    };
+    // The burst holds four bodies of 60 KiB plus their responses, give or take one.
+    assert!((2..=5).contains(&accepted), "{accepted}");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let message = assert_error(refused, 429, "UPAPI-113429-429").await;
+    assert!(message.contains("TENANT_BYTES_PER_SEC"), "{message}");
+    // Small requests are refused too while the bucket is empty.
+    assert_eq!(app.list("limit=1").await.status(), 429);
+    // Another organisation is served at once.
+    let other = app
+        .as_tenant("OTHER@AdobeOrg", "prod")
+        .ups(Method::GET, "/audiences?limit=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 }
