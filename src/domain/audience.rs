@@ -3,10 +3,9 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
-
-use chrono::{DateTime, Utc};
 
 use super::{
     external,

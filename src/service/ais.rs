@@ -53,23 +53,31 @@ fn not_found(what: &str, id: &str) -> ApiError {
     )
 }
 
-/// A store error as the AIS family answers it: the conflicts with their AIS codes, naming what
-/// the request asked for.
-fn answer(e: StoreError, spec: Option<&ExternalAudienceSpec>) -> ApiError {
-    let conflict = |m: String| ApiError::new(Code::AisConflict, m);
-    match (e, spec) {
-        (StoreError::Conflict(Conflict::ExternalNameTaken), Some(spec)) => conflict(format!(
+/// The AIS answer to a creation the store refused: a name or customAudienceId taken in the
+/// sandbox is 409.
+fn creation_refused(e: StoreError, spec: &ExternalAudienceSpec) -> ApiError {
+    let taken = |m: String| ApiError::new(Code::AisConflict, m);
+    match e {
+        StoreError::Conflict(Conflict::ExternalNameTaken) => taken(format!(
             "An external audience named '{}' already exists in this sandbox.",
             spec.name
         )),
-        (StoreError::Conflict(Conflict::ExternalCustomIdTaken), Some(spec)) => conflict(format!(
+        StoreError::Conflict(Conflict::ExternalCustomIdTaken) => taken(format!(
             "An external audience with customAudienceId '{}' already exists in this sandbox.",
             spec.custom_audience_id.as_deref().unwrap_or_default()
         )),
-        (StoreError::Conflict(Conflict::RunInProgress), _) => {
+        other => other.into(),
+    }
+}
+
+/// The AIS answer to a run the store refused: another one in progress is 422 (the database's
+/// last word on the check `RunKind::check_start` made).
+fn run_refused(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(Conflict::RunInProgress) => {
             ApiError::new(Code::AisUnprocessable, run::RUN_IN_PROGRESS)
         }
-        (e, _) => e.into(),
+        other => other.into(),
     }
 }
 
@@ -127,7 +135,7 @@ pub async fn create_external(
     let mut tx = pool.begin().await?;
     storage::ais::insert_external(&mut tx, tenant, audience_id, &spec, caller, now)
         .await
-        .map_err(|e| answer(e, Some(&spec)))?;
+        .map_err(|e| creation_refused(e, &spec))?;
     storage::ais::insert_operation(
         &mut tx,
         tenant,
@@ -258,7 +266,7 @@ async fn queue_run(
     };
     storage::ais::insert_run(tx, tenant, &new, caller, now)
         .await
-        .map_err(|e| answer(e, None))?;
+        .map_err(run_refused)?;
     jobs::insert(tx, tenant, JobKind::Ingest, id, now).await?;
     storage::ais::run(tx, tenant, audience.id, id)
         .await?
