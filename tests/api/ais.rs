@@ -843,6 +843,123 @@ async fn a_failed_creation_reports_why_and_frees_the_name() {
         .await;
 }
 
+/// Every time an audience carries comes from the server's clock (an adjustable one here, 30 days
+/// ahead of the system's): UPS creates and edits, the UPS audience an external audience creates,
+/// the AIS PATCH it follows, and the profile count a run writes.
+#[tokio::test]
+async fn audience_times_come_from_the_servers_clock() {
+    let t = Ais::spawn().await;
+    t.clock.advance(Duration::days(30));
+    let w = t.worker("w").await;
+    let near_clock = |ms: &Value| {
+        let ms = ms.as_i64().unwrap();
+        let now = t.clock.now().timestamp_millis();
+        assert!(
+            (now - 60_000..=now).contains(&ms),
+            "{ms} is not the clock's {now}"
+        );
+    };
+    let ups = t.app.created(json!({"name": "clocked"})).await;
+    near_clock(&ups["creationTime"]);
+    let id = ups["id"].as_str().unwrap();
+    let res = t
+        .app
+        .patch_audience(
+            id,
+            &json!([{"op": "add", "path": "/description", "value": "d"}]),
+        )
+        .await;
+    let patched: Value = res.json().await.unwrap();
+    near_clock(&patched["updateTime"]);
+
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let created: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    near_clock(&created["creationTime"]);
+    near_clock(&created["metrics"]["updateTime"]);
+    t.clock.advance(Duration::days(1));
+    t.json(
+        Method::PATCH,
+        &format!("/external-audience/{audience}"),
+        Some(json!({"description": "new"})),
+        200,
+    )
+    .await;
+    let followed: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    near_clock(&followed["updateTime"]);
+    t.clock.advance(Duration::days(1));
+    t.start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    w.drain().await.unwrap();
+    let counted: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    assert_eq!(counted["metrics"]["data"]["totalProfiles"], 3);
+    near_clock(&counted["metrics"]["updateTime"]);
+    near_clock(&counted["updateTime"]);
+    assert_ne!(counted["_etag"], followed["_etag"]);
+}
+
+/// The states the AIS side stores are checked by the database as the code spells them, and a
+/// stored document the code cannot read is a fault of the store (500), never a client's error.
+#[tokio::test]
+async fn stored_states_are_checked_and_decoded() {
+    let t = Ais::spawn().await;
+    let w = t.worker("w").await;
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    let pool = &t.app.pool;
+    let refused = |sql: &'static str| async move {
+        let err = sqlx::query(sql).execute(pool).await.unwrap_err();
+        storage_constraint(&err)
+    };
+    assert_eq!(
+        refused("UPDATE ais_jobs SET step = 'profile' WHERE kind = 'create_audience'").await,
+        "ais_jobs_step_check"
+    );
+    assert_eq!(
+        refused("UPDATE ais_jobs SET step = 'unknown-step'").await,
+        "ais_jobs_step_check"
+    );
+    assert_eq!(
+        refused(
+            "UPDATE ais_runs SET details = json_build_array(
+                 json_build_object('stage', 'DATASET_INGEST', 'status', 'DONE'),
+                 details -> 1)"
+        )
+        .await,
+        "ais_runs_details_check"
+    );
+    assert_eq!(
+        refused("UPDATE ais_runs SET details = '[]'").await,
+        "ais_runs_details_check"
+    );
+    assert_eq!(
+        refused("UPDATE external_audiences SET spec = '[1]'").await,
+        "external_audiences_spec_check"
+    );
+    // Untouched by the refusals, the run goes on.
+    w.drain().await.unwrap();
+    assert_eq!(t.run(&audience, &run).await["status"], "SUCCESS");
+    // A definition the code cannot read (an object, so the schema lets it pass).
+    sqlx::query("UPDATE external_audiences SET spec = '{\"name\": 5}'")
+        .execute(&t.app.pool)
+        .await
+        .unwrap();
+    let res = t
+        .send(Method::GET, &format!("/external-audience/{audience}"), None)
+        .await;
+    assert_error(res, 500, "UPAPI-113500-500").await;
+}
+
+fn storage_constraint(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.constraint().unwrap_or_default().to_owned(),
+        other => panic!("not a constraint violation: {other}"),
+    }
+}
+
 #[tokio::test]
 async fn ttl_expiry_and_extension() {
     let t = Ais::spawn().await;
