@@ -238,24 +238,19 @@ async fn meta_only_create() {
     assert_error(res, 409, "100950-409").await;
 }
 
+fn drop_field(body: &mut Value, key: &str) {
+    body.as_object_mut().unwrap().remove(key);
+}
+
 #[tokio::test]
 async fn every_create_rule_is_a_400_naming_the_field() {
     let t = Ais::spawn().await;
     type Edit = fn(&mut Value);
-    let remove = |v: &mut Value, key: &str| {
-        v.as_object_mut().unwrap().remove(key);
-    };
     let cases: Vec<(Edit, &str)> = vec![
-        (
-            |b| b.as_object_mut().unwrap().retain(|k, _| k != "name"),
-            "'name' is required",
-        ),
+        (|b| drop_field(b, "name"), "'name' is required"),
         (|b| b["name"] = json!(" "), "'name'"),
         (|b| b["fields"] = json!([]), "'fields'"),
-        (
-            |b| b.as_object_mut().unwrap().retain(|k, _| k != "fields"),
-            "'fields' is required",
-        ),
+        (|b| drop_field(b, "fields"), "'fields' is required"),
         (|b| b["fields"] = json!({"name": "ppid"}), "'fields'"),
         (
             |b| b["fields"][2]["type"] = json!("float"),
@@ -269,10 +264,7 @@ async fn every_create_rule_is_a_400_naming_the_field() {
             |b| b["fields"][1]["name"] = json!("ppid"),
             "'fields[1].name'",
         ),
-        (
-            |b| b.as_object_mut().unwrap().retain(|k, _| k != "sourceSpec"),
-            "'sourceSpec'",
-        ),
+        (|b| drop_field(b, "sourceSpec"), "'sourceSpec'"),
         (
             |b| b["sourceSpec"]["params"]["path"] = json!("Example CSV File.csv"),
             "'sourceSpec.params.path'",
@@ -304,10 +296,7 @@ async fn every_create_rule_is_a_400_naming_the_field() {
         (|b| b["ttlInDays"] = json!(0), "'ttlInDays'"),
         (|b| b["ttlInDays"] = json!("91"), "'ttlInDays'"),
         (|b| b["audienceType"] = json!("accounts"), "'audienceType'"),
-        (
-            |b| b.as_object_mut().unwrap().retain(|k, _| k != "originName"),
-            "'originName' is required",
-        ),
+        (|b| drop_field(b, "originName"), "'originName' is required"),
         (|b| b["originName"] = json!("AAM"), "'originName'"),
         (|b| b["labels"] = json!([1]), "'labels[0]'"),
         (|b| b["tags"] = json!("t"), "'tags'"),
@@ -323,7 +312,7 @@ async fn every_create_rule_is_a_400_naming_the_field() {
         assert!(msg.contains(needle), "{needle} not in: {msg}");
     }
     let mut flat = tutorial_body("a/b.csv");
-    remove(&mut flat["sourceSpec"], "params");
+    drop_field(&mut flat["sourceSpec"], "params");
     flat["sourceSpec"]["path"] = json!(7);
     let res = t.send(Method::POST, "/external-audience", Some(flat)).await;
     let msg = assert_error(res, 400, "100910-400").await;
