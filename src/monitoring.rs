@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{
 };
 use sqlx::PgPool;
 
-use crate::storage::jobs::JobStats;
+use crate::{domain::job::JobKind, storage::jobs::JobStats};
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -157,8 +157,9 @@ impl Monitoring {
             };
             gauge!(DATABASE_UP).set(1.0);
             let mut oldest = 0.0f64;
-            for kind in crate::storage::jobs::KINDS {
+            for kind in JobKind::ALL.iter().copied() {
                 let s = stats.iter().find(|s| s.kind == kind);
+                let kind = kind.as_str();
                 let get = |f: fn(&JobStats) -> i64| s.map(f).unwrap_or(0) as f64;
                 gauge!(JOBS, "kind" => kind, "state" => "queued").set(get(|s| s.queued));
                 gauge!(JOBS, "kind" => kind, "state" => "running").set(get(|s| s.running));

@@ -137,6 +137,7 @@ impl Application {
             auth: AuthConfig::from_settings(&settings),
             sandboxes: Default::default(),
             openapi_json: openapi::document_json(),
+            clock: settings.clock.clone(),
             ais: AisConfig {
                 clock: settings.clock.clone(),
                 runs_per_sandbox_per_day: settings.runs_per_sandbox_per_day,

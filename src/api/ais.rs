@@ -5,11 +5,15 @@ use actix_web::{
     http::{header, StatusCode},
     patch, post, web, HttpRequest, HttpResponse,
 };
-use serde_json::Value;
+use serde::Serialize;
 
 use super::{ais_schemas as s, json_body, respond, schemas::ErrorBody, AppState, Family};
 use crate::{
-    domain::{external, Caller, Tenant},
+    domain::{
+        external::{ExternalAudiencePatch, ExternalAudienceRequest, MetaOnlyRequest},
+        run::{self, RunRequest, RunSort},
+        Caller, Tenant,
+    },
     error::{ApiError, Code},
     service::ais as service,
 };
@@ -18,8 +22,9 @@ const TAG: &str = "Audience ingestion";
 /// The media type the meta-only create must be asked for.
 pub const META_ONLY_ACCEPT: &str = "application/vnd.adobe.external.audiences+json";
 
-fn ok(status: StatusCode, body: Value) -> HttpResponse {
-    respond::json_text(status, body.to_string())
+fn ok(status: StatusCode, body: &impl Serialize) -> Result<HttpResponse, ApiError> {
+    let text = serde_json::to_string(body).map_err(ApiError::internal)?;
+    Ok(respond::json_text(status, text))
 }
 
 fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
@@ -57,7 +62,7 @@ fn accepts_meta_only(req: &HttpRequest) -> bool {
         ("createAudienceMetaOnly" = bool, Query, description = "Must be `true`"),
         ("Accept" = String, Header, description = "`application/vnd.adobe.external.audiences+json; version=2`"),
     ),
-    request_body(content = s::MetaOnlyRequest, content_type = "application/json"),
+    request_body(content = MetaOnlyRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The created audience", body = s::MetaOnlyResponse),
         (status = 400, description = "The query flag is missing or the body is invalid", body = ErrorBody),
@@ -85,10 +90,10 @@ pub async fn create_meta_only(
             "Query parameter 'createAudienceMetaOnly' must be 'true'.",
         ));
     }
-    let body = json_body(&body, Family::Ais, &state.limits)?;
+    let request = MetaOnlyRequest::from_body(json_body(&body, Family::Ais, &state.limits)?)?;
     let created =
-        service::create_meta_only(&state.pool, &state.ais, &tenant, &caller, body).await?;
-    Ok(ok(StatusCode::OK, created))
+        service::create_meta_only(&state.pool, &state.ais, &tenant, &caller, request).await?;
+    ok(StatusCode::OK, &s::MetaOnlyResponse::from(&created))
 }
 
 /// Create an external audience.
@@ -97,7 +102,7 @@ pub async fn create_meta_only(
     operation_id = "createExternalAudience",
     summary = "Create an external audience",
     description = "Validates and records the request and answers at once; the audience is created by the background worker. Poll the operation for its `audienceId`.",
-    request_body(content = s::ExternalAudienceRequest, content_type = "application/json"),
+    request_body(content = ExternalAudienceRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the operation id and the normalised request", body = s::OperationAccepted),
         (status = 400, description = "A field is invalid (the message names it)", body = ErrorBody),
@@ -111,10 +116,17 @@ pub async fn create_external(
     caller: Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Family::Ais, &state.limits)?;
+    let request =
+        ExternalAudienceRequest::from_body(json_body(&body, Family::Ais, &state.limits)?)?;
     let accepted =
-        service::create_external(&state.pool, &state.ais, &tenant, &caller, body).await?;
-    Ok(ok(StatusCode::ACCEPTED, accepted))
+        service::create_external(&state.pool, &state.ais, &tenant, &caller, request).await?;
+    ok(
+        StatusCode::ACCEPTED,
+        &s::OperationAccepted {
+            operation_id: accepted.operation_id,
+            operation_details: accepted.spec,
+        },
+    )
 }
 
 /// Get the status of a creation operation.
@@ -136,7 +148,7 @@ pub async fn get_operation(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let op = service::get_operation(&state.pool, &tenant, &path).await?;
-    Ok(ok(StatusCode::OK, op))
+    ok(StatusCode::OK, &s::Operation::from(op))
 }
 
 /// Extend an external audience's TTL.
@@ -159,8 +171,14 @@ pub async fn extend_ttl(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let out = service::extend_ttl(&state.pool, &state.ais, &tenant, &caller, &path).await?;
-    Ok(ok(StatusCode::OK, out))
+    let audience = service::extend_ttl(&state.pool, &state.ais, &tenant, &caller, &path).await?;
+    ok(
+        StatusCode::OK,
+        &s::ExtendTtlResponse {
+            audience_id: audience.id,
+            name: audience.name,
+        },
+    )
 }
 
 /// Get an external audience.
@@ -181,8 +199,8 @@ pub async fn get_external(
     tenant: Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let out = service::get_external(&state.pool, &tenant, &path).await?;
-    Ok(ok(StatusCode::OK, out))
+    let audience = service::get_external(&state.pool, &tenant, &path).await?;
+    ok(StatusCode::OK, &s::ExternalAudience::from(audience))
 }
 
 /// Update an external audience.
@@ -192,7 +210,7 @@ pub async fn get_external(
     summary = "Update an external audience",
     description = "A plain partial object: `description`, `labels`, `fields` (merged by name) and `ttlInDays`. `name` and `expressActivation` are immutable.",
     params(("audienceId" = String, Path, description = "The external audience's id")),
-    request_body(content = s::ExternalAudiencePatch, content_type = "application/json"),
+    request_body(content = ExternalAudiencePatch, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated external audience", body = s::ExternalAudience),
         (status = 400, description = "An immutable or unknown field, or an invalid result", body = ErrorBody),
@@ -207,10 +225,10 @@ pub async fn patch_external(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Family::Ais, &state.limits)?;
-    let out =
-        service::patch_external(&state.pool, &state.ais, &tenant, &caller, &path, body).await?;
-    Ok(ok(StatusCode::OK, out))
+    let patch = ExternalAudiencePatch::from_body(json_body(&body, Family::Ais, &state.limits)?)?;
+    let audience =
+        service::patch_external(&state.pool, &state.ais, &tenant, &caller, &path, patch).await?;
+    ok(StatusCode::OK, &s::ExternalAudience::from(audience))
 }
 
 /// Delete an external audience.
@@ -218,7 +236,7 @@ pub async fn patch_external(
     tag = TAG,
     operation_id = "deleteExternalAudience",
     summary = "Delete an external audience",
-    description = "Also deletes its UPS audience, its runs and its members.",
+    description = "Also deletes its UPS audience and its runs; from then on it has no members (their rows are removed in the background).",
     params(("audienceId" = String, Path, description = "The external audience's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -241,9 +259,9 @@ pub async fn delete_external(
     tag = TAG,
     operation_id = "startExternalAudienceRun",
     summary = "Start an ingestion run",
-    description = "Queues a run that reads `<LANDING_DIR>/<cloudType>/<path>`: the files modified within [dataFilterStartTime, dataFilterEndTime].",
+    description = "Queues a run that reads the blob `<cloudType or DLZ>/<path>` of the sandbox's own landing zone (a file, or every `.csv` directly in a folder): the files modified within [dataFilterStartTime, dataFilterEndTime].",
     params(("audienceId" = String, Path, description = "The external audience's id")),
-    request_body(content = s::RunRequest, content_type = "application/json"),
+    request_body(content = RunRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The run, PROCESSING", body = s::Run),
         (status = 400, description = "The body is invalid", body = ErrorBody),
@@ -259,9 +277,9 @@ pub async fn start_run(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&body, Family::Ais, &state.limits)?;
-    let run = service::start_run(&state.pool, &state.ais, &tenant, &caller, &path, body).await?;
-    Ok(ok(StatusCode::OK, run))
+    let request = RunRequest::from_body(json_body(&body, Family::Ais, &state.limits)?)?;
+    let run = service::start_run(&state.pool, &state.ais, &tenant, &caller, &path, request).await?;
+    ok(StatusCode::OK, &s::Run::from(run))
 }
 
 /// List an external audience's runs.
@@ -273,7 +291,7 @@ pub async fn start_run(
     params(
         ("audienceId" = String, Path, description = "The external audience's id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 40, description = "1..40 (default 20)"),
-        ("sortBy" = inline(Option<s::RunSortBy>), Query, description = "createdAt, -createdAt (default), name or -name"),
+        ("sortBy" = inline(Option<RunSort>), Query, description = "createdAt, -createdAt (default), name or -name"),
     ),
     responses(
         (status = 200, description = "A page of runs", body = s::RunList),
@@ -288,12 +306,12 @@ pub async fn list_runs(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, sort) = external::run_list_params(
+    let (limit, sort) = run::run_list_params(
         query_param(&req, "limit").as_deref(),
         query_param(&req, "sortBy").as_deref(),
     )?;
-    let out = service::list_runs(&state.pool, &tenant, &path, limit, sort).await?;
-    Ok(ok(StatusCode::OK, out))
+    let (runs, total) = service::list_runs(&state.pool, &tenant, &path, limit, sort).await?;
+    ok(StatusCode::OK, &s::RunList::new(runs, limit, total))
 }
 
 /// Get an ingestion run.
@@ -319,5 +337,5 @@ pub async fn get_run(
 ) -> Result<HttpResponse, ApiError> {
     let (audience_id, run_id) = path.into_inner();
     let run = service::get_run(&state.pool, &tenant, &audience_id, &run_id).await?;
-    Ok(ok(StatusCode::OK, run))
+    ok(StatusCode::OK, &s::Run::from(run))
 }

@@ -1,275 +1,235 @@
-//! Documentation-only types of the AIS family's wire format.
+//! The answers of the AIS family, as they go on the wire: built from what the use cases return,
+//! serialised as they are documented. The request bodies are the domain's own types
+//! (`domain::external`, `domain::run`), read with serde and documented from the same structs.
 
-#![allow(dead_code)]
+use serde::Serialize;
+use utoipa::{
+    openapi::{
+        schema::{AllOfBuilder, ArrayBuilder, ArrayItems, Schema},
+        RefOr,
+    },
+    PartialSchema, ToSchema,
+};
+use uuid::Uuid;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use utoipa::ToSchema;
+use crate::domain::{
+    audience::Audience,
+    external::{self, ExternalAudienceSpec, OperationStatus},
+    run::{self, DatasetStage, ProfileStage, RunDetails, RunKind, RunStatus},
+};
 
-/// Body of the meta-only create.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({"name": "Sample audience name", "description": "A sample description for the audience.", "namespace": "agora", "originName": "Agora_Collaboration"}))]
-pub struct MetaOnlyRequest {
-    pub name: String,
-    pub description: Option<String>,
-    pub namespace: String,
-    pub origin_name: String,
-    /// Generated when absent.
-    pub audience_id: Option<String>,
+/// `details` is a pair: the DATASET_INGEST stage, then the PROFILE_STORE_INGEST one (each
+/// described in place: a `prefixItems` entry cannot be a bare `$ref`).
+impl PartialSchema for RunDetails {
+    fn schema() -> RefOr<Schema> {
+        let in_place = |stage: RefOr<Schema>| match stage {
+            RefOr::T(schema) => schema,
+            RefOr::Ref(reference) => Schema::AllOf(AllOfBuilder::new().item(reference).build()),
+        };
+        ArrayBuilder::new()
+            .prefix_items([
+                in_place(DatasetStage::schema()),
+                in_place(ProfileStage::schema()),
+            ])
+            .items(ArrayItems::False)
+            .min_items(Some(2))
+            .description(Some(
+                "A run's stages, in order: `[DATASET_INGEST, PROFILE_STORE_INGEST]`.",
+            ))
+            .build()
+            .into()
+    }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+impl ToSchema for RunDetails {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <DatasetStage as ToSchema>::schemas(schemas);
+        <ProfileStage as ToSchema>::schemas(schemas);
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetaOnlyResponse {
     /// The UPS audience's `id`.
-    pub id: String,
+    pub id: Uuid,
     pub name: String,
     pub audience_id: String,
 }
 
-/// A declared column of the source file.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FieldSpec {
-    pub name: String,
-    /// string, number, long, integer, date, datetime or boolean.
-    #[serde(rename = "type")]
-    pub kind: FieldTypeName,
-    /// Exactly one field carries it: the identity column.
-    pub identity_ns: Option<String>,
-    pub labels: Option<Vec<String>>,
+impl From<&Audience> for MetaOnlyResponse {
+    fn from(a: &Audience) -> Self {
+        MetaOnlyResponse {
+            id: a.id,
+            name: a.fields.name.clone(),
+            audience_id: a.fields.audience_id().to_owned(),
+        }
+    }
 }
 
-/// The type a declared column's values must fit.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FieldTypeName {
-    String,
-    Number,
-    Long,
-    Integer,
-    Date,
-    Datetime,
-    Boolean,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceParams {
-    /// A name in the sandbox's landing zone, relative to `<cloudType or DLZ>/`: Adobe's and
-    /// Azure's naming rules (no `..`, `.`, `\`, absolute path or encoded traversal), no spaces.
-    pub path: String,
-    /// `file` (default) or `folder` (every `.csv` in it).
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    /// `Cloud Storage`.
-    pub source_type: Option<String>,
-    /// S3, DLZ, GCS, SFTP or Azure; the run reads the blob `<cloudType or DLZ>/<path>` of its own
-    /// sandbox's landing zone.
-    pub cloud_type: Option<String>,
-    /// Required for S3, GCS and SFTP.
-    pub base_connection_id: Option<String>,
-}
-
-/// `{"params": {...}}`; a flat object of the same fields is accepted too.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SourceSpec {
-    pub params: SourceParams,
-}
-
-/// The create request of an external audience (and its normalised form in `operationDetails`).
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExternalAudienceRequest {
-    pub name: String,
-    pub description: Option<String>,
-    /// Unique in the sandbox when given.
-    pub custom_audience_id: Option<String>,
-    /// 1 to 41 fields.
-    pub fields: Vec<FieldSpec>,
-    pub source_spec: SourceSpec,
-    /// 1..90, default 30; a numeric string is accepted.
-    #[schema(value_type = Option<i64>)]
-    pub ttl_in_days: Option<Value>,
-    /// `people`.
-    pub audience_type: Option<String>,
-    /// `CUSTOM_UPLOAD`.
-    pub origin_name: String,
-    /// Default `CustomerAudienceUpload`.
-    pub namespace: Option<String>,
-    pub labels: Option<Vec<String>>,
-    pub tags: Option<Vec<String>>,
-    /// Default false; immutable.
-    pub express_activation: Option<bool>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationAccepted {
-    pub operation_id: String,
-    pub operation_details: ExternalAudienceRequest,
+    pub operation_id: Uuid,
+    /// The normalised request.
+    pub operation_details: ExternalAudienceSpec,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
-    pub operation_id: String,
-    /// PROCESSING, SUCCESS or FAILED.
-    pub status: String,
-    pub operation_details: ExternalAudienceRequest,
-    /// Present on SUCCESS: the external audience's id, also the UPS audience's `id`.
-    pub audience_id: Option<String>,
+    pub operation_id: Uuid,
+    pub status: OperationStatus,
+    /// The normalised request.
+    pub operation_details: ExternalAudienceSpec,
     pub audience_name: String,
-    /// Present on FAILED.
-    pub reason: Option<String>,
     pub created_by: String,
     /// Epoch milliseconds.
     pub created_at: i64,
     pub updated_by: String,
+    /// Epoch milliseconds.
     pub updated_at: i64,
+    /// Present on SUCCESS: the external audience's id, also the UPS audience's `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience_id: Option<Uuid>,
+    /// Present on FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<external::Operation> for Operation {
+    fn from(op: external::Operation) -> Self {
+        Operation {
+            operation_id: op.id,
+            status: op.status,
+            operation_details: op.details,
+            audience_name: op.audience_name,
+            created_by: op.created_by,
+            created_at: op.created_at.timestamp_millis(),
+            updated_by: op.updated_by,
+            updated_at: op.updated_at.timestamp_millis(),
+            audience_id: (op.status == OperationStatus::Success).then_some(op.audience_id),
+            reason: op.reason,
+        }
+    }
 }
 
 /// An external audience: its normalised definition plus what the server keeps.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalAudience {
-    pub audience_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub custom_audience_id: Option<String>,
-    pub fields: Vec<FieldSpec>,
-    pub source_spec: SourceSpec,
-    pub ttl_in_days: i64,
-    pub audience_type: String,
-    pub origin_name: String,
-    pub namespace: String,
-    pub labels: Option<Vec<String>>,
-    pub tags: Option<Vec<String>>,
-    pub express_activation: bool,
+    pub audience_id: Uuid,
+    #[serde(flatten)]
+    pub definition: ExternalAudienceSpec,
     pub created_by: String,
+    /// Epoch milliseconds.
     pub created_at: i64,
     pub updated_by: String,
+    /// Epoch milliseconds.
     pub updated_at: i64,
     /// Distinct profiles ingested by the last successful run (0 once the data expired).
     pub profile_count: i64,
-    pub last_successful_run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_successful_run_id: Option<Uuid>,
     /// Epoch milliseconds when the ingested data expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_expires_at: Option<i64>,
+    /// Present with `dataExpiresAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_expired: Option<bool>,
 }
 
-/// PATCH body: a plain partial object. `name` and `expressActivation` may only repeat their
-/// current value.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExternalAudiencePatch {
-    pub description: Option<String>,
-    pub labels: Option<Vec<String>>,
-    /// Merged by name: a field of the same name is replaced, a new one appended.
-    pub fields: Option<Vec<FieldSpec>>,
-    #[schema(value_type = Option<i64>)]
-    pub ttl_in_days: Option<Value>,
+impl From<external::ExternalAudience> for ExternalAudience {
+    fn from(e: external::ExternalAudience) -> Self {
+        ExternalAudience {
+            audience_id: e.id,
+            definition: e.spec,
+            created_by: e.created_by,
+            created_at: e.created_at.timestamp_millis(),
+            updated_by: e.updated_by,
+            updated_at: e.updated_at.timestamp_millis(),
+            profile_count: e.profile_count,
+            last_successful_run_id: e.last_success_run_id,
+            data_expires_at: e.expires_at.map(|t| t.timestamp_millis()),
+            data_expired: e.expires_at.map(|_| e.expired),
+        }
+    }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({"dataFilterStartTime": 764245635}))]
-pub struct RunRequest {
-    /// Epoch seconds; files modified at or after it are read.
-    #[schema(minimum = 0)]
-    pub data_filter_start_time: i64,
-    /// Epoch seconds, default now; not before `dataFilterStartTime`.
-    #[schema(minimum = 0)]
-    pub data_filter_end_time: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RowError {
-    pub file: String,
-    /// Data row number in the file, from 1 (the header is not counted).
-    pub row: i64,
-    pub column: Option<String>,
-    pub reason: String,
-}
-
-/// One stage of a run. DATASET_INGEST reports records read/succeeded/failed, files and a sample of
-/// row errors; PROFILE_STORE_INGEST reports records received, profiles stored and duplicates.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RunStage {
-    /// DATASET_INGEST or PROFILE_STORE_INGEST.
-    pub stage: String,
-    /// PENDING, PROCESSING, SUCCESS, FAILED or SKIPPED.
-    pub status: String,
-    pub flow_run_id: String,
-    pub started_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub duration_ms: Option<i64>,
-    pub files: Option<Vec<String>>,
-    pub records_read: Option<i64>,
-    pub records_succeeded: Option<i64>,
-    pub records_failed: Option<i64>,
-    pub errors: Option<Vec<RowError>>,
-    pub records_received: Option<i64>,
-    pub profiles_stored: Option<i64>,
-    pub duplicates_merged: Option<i64>,
-    /// Why the stage failed.
-    pub message: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
-    pub run_id: String,
-    pub audience_id: String,
+    pub run_id: Uuid,
+    pub audience_id: Uuid,
     pub name: String,
-    /// INGESTION, or TTL_EXTENSION for the re-ingestion of extend-ttl.
     #[serde(rename = "type")]
-    pub kind: String,
-    /// PROCESSING, SUCCESS or FAILED.
-    pub status: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    /// Epoch seconds.
     pub data_filter_start_time: i64,
+    /// Epoch seconds.
     pub data_filter_end_time: i64,
     pub created_by: String,
+    /// Epoch milliseconds.
     pub created_at: i64,
+    /// Epoch milliseconds.
     pub updated_at: i64,
-    pub details: Vec<RunStage>,
+    pub details: RunDetails,
     /// Why the run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
-/// The orders of the run list.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub enum RunSortBy {
-    #[serde(rename = "createdAt")]
-    CreatedAt,
-    #[serde(rename = "-createdAt")]
-    CreatedAtDesc,
-    #[serde(rename = "name")]
-    Name,
-    #[serde(rename = "-name")]
-    NameDesc,
+impl From<run::Run> for Run {
+    fn from(r: run::Run) -> Self {
+        Run {
+            run_id: r.id,
+            audience_id: r.audience_id,
+            name: r.name,
+            kind: r.kind,
+            status: r.status,
+            data_filter_start_time: r.window.0,
+            data_filter_end_time: r.window.1,
+            created_by: r.created_by,
+            created_at: r.created_at.timestamp_millis(),
+            updated_at: r.updated_at.timestamp_millis(),
+            details: r.details,
+            message: r.message,
+        }
+    }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunPage {
     pub limit: i64,
-    pub count: i64,
+    pub count: usize,
     pub total_count: i64,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<Run>,
     #[serde(rename = "_page")]
     pub page: RunPage,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+impl RunList {
+    pub fn new(runs: Vec<run::Run>, limit: i64, total_count: i64) -> Self {
+        RunList {
+            page: RunPage {
+                limit,
+                count: runs.len(),
+                total_count,
+            },
+            runs: runs.into_iter().map(Run::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtendTtlResponse {
-    pub audience_id: String,
+    pub audience_id: Uuid,
     pub name: String,
 }

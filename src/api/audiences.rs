@@ -140,7 +140,15 @@ pub async fn create_audience(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&body, Family::Ups, &state.limits)?;
-    let written = service::create(&state.pool, &state.limits, &tenant, &caller, body).await?;
+    let written = service::create(
+        &state.pool,
+        &state.limits,
+        &state.clock,
+        &tenant,
+        &caller,
+        body,
+    )
+    .await?;
     Ok(respond::audience(
         StatusCode::OK,
         written.body,
@@ -265,6 +273,7 @@ pub async fn replace_audience(
     let written = service::replace(
         &state.pool,
         &state.limits,
+        &state.clock,
         &tenant,
         &caller,
         &id,
@@ -315,6 +324,7 @@ pub async fn patch_audience(
     let written = service::patch(
         &state.pool,
         &state.limits,
+        &state.clock,
         &tenant,
         &caller,
         &id,

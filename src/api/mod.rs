@@ -50,6 +50,8 @@ pub struct AppState {
     pub auth: AuthConfig,
     pub sandboxes: SandboxCache,
     pub openapi_json: String,
+    /// The time every rule reads (`Settings::clock`).
+    pub clock: crate::domain::clock::Clock,
     /// The clock and the run guardrails of the AIS family.
     pub ais: crate::service::ais::AisConfig,
     /// The bounds on every input.

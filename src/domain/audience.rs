@@ -3,10 +3,12 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
+    external,
     lifecycle::Lifecycle,
     limits::{check_chars, check_string_list, json_bytes},
     patch, Caller, Tenant,
@@ -38,7 +40,6 @@ pub const IMMUTABLE_FIELDS: &[&str] = &["namespace", "audienceId", "type"];
 pub const SEGMENT_DEFINITION: &str = "SegmentDefinition";
 pub const EXTERNAL_SEGMENT: &str = "ExternalSegment";
 pub const PROFILE_SCHEMA: &str = "_xdm.context.profile";
-pub const DEFAULT_EXTERNAL_NAMESPACE: &str = "CustomerAudienceUpload";
 
 /// Client fields that must be strings when present.
 const STRING_FIELDS: &[&str] = &[
@@ -355,8 +356,8 @@ fn apply_defaults(doc: &mut Map<String, Value>, id: Uuid) {
     };
     if audience_type == EXTERNAL_SEGMENT {
         default("audienceId", json!(Uuid::new_v4().to_string()));
-        default("namespace", json!(DEFAULT_EXTERNAL_NAMESPACE));
-        default("originName", json!("CUSTOM_UPLOAD"));
+        default("namespace", json!(external::DEFAULT_NAMESPACE));
+        default("originName", json!(external::ORIGIN_NAME));
     } else {
         default("audienceId", json!(id.to_string()));
         default("namespace", json!("AEPSegments"));
@@ -569,11 +570,6 @@ pub fn new_etag(now_ms: i64) -> String {
     )
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn profile_union() -> Value {
     json!([{
         "meta:resourceType": "unions",
@@ -583,13 +579,15 @@ fn profile_union() -> Value {
 }
 
 impl Audience {
+    /// A new audience, created by `caller` at `now` (the clock's time).
     pub fn create(
         id: Uuid,
         fields: ClientFields,
         caller: &Caller,
         dependencies: Vec<Uuid>,
+        now: DateTime<Utc>,
     ) -> Self {
-        let now = now_ms();
+        let now = now.timestamp_millis();
         Audience {
             id,
             fields,
@@ -603,15 +601,29 @@ impl Audience {
         }
     }
 
-    /// The same audience with new client fields, stamped as a new write by `caller`.
-    pub fn updated(&self, fields: ClientFields, caller: &Caller, dependencies: Vec<Uuid>) -> Self {
-        let now = now_ms().max(self.update_time);
+    /// The same audience with new client fields, stamped as a new write by `caller` at `now`.
+    pub fn updated(
+        &self,
+        fields: ClientFields,
+        caller: &Caller,
+        dependencies: Vec<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Audience {
+            last_modified_by: Some(caller.user_id.clone()),
+            dependencies,
+            ..self.rewritten(fields, now)
+        }
+    }
+
+    /// The same audience with new client fields, written at `now` by the server itself (its last
+    /// modifier stays): a new `_etag`, and an update time that never goes back.
+    pub fn rewritten(&self, fields: ClientFields, now: DateTime<Utc>) -> Self {
+        let update_time = now.timestamp_millis().max(self.update_time);
         Audience {
             fields,
-            last_modified_by: Some(caller.user_id.clone()),
-            update_time: now,
-            etag: new_etag(now),
-            dependencies,
+            update_time,
+            etag: new_etag(update_time),
             ..self.clone()
         }
     }
@@ -794,7 +806,7 @@ mod tests {
     fn body_round_trips() {
         let id = Uuid::new_v4();
         let f = new_fields(json!({"name": "n", "labels": ["core/C1"]}), id).unwrap();
-        let a = Audience::create(id, f, &caller(), vec![]);
+        let a = Audience::create(id, f, &caller(), vec![], chrono::Utc::now());
         let back = Audience::from_body(a.to_body(&tenant())).unwrap();
         assert_eq!(back, a);
     }
@@ -811,6 +823,7 @@ mod tests {
             .unwrap(),
             &caller(),
             vec![],
+            chrono::Utc::now(),
         );
         let err =
             replaced_fields(&a, json!({"name": "m", "namespace": "other"}), &limits()).unwrap_err();
@@ -830,6 +843,7 @@ mod tests {
             new_fields(json!({"name": "n"}), id).unwrap(),
             &caller(),
             vec![],
+            chrono::Utc::now(),
         );
         for path in ["/id", "/_etag", "/namespace", "/audienceId/x", "/type", ""] {
             let err = patched_fields(

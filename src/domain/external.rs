@@ -1,61 +1,141 @@
-//! External audiences (AIS): the rules of a create request, of a PATCH, of a run request, and of
-//! the values an ingested file may hold. The normalised request document is the source of truth:
-//! it is what `operationDetails` shows and what the store keeps.
+//! External audiences (AIS): the requests a client sends (a create, a PATCH, a meta-only create),
+//! read into the types the OpenAPI document describes, and the rules that turn them into the
+//! normalised definition ([`ExternalAudienceSpec`]). The normalised definition is the source of
+//! truth: it is what `operationDetails` shows, what the store keeps, what a run reads (fields and
+//! source) and what the UPS audience follows ([`ExternalAudienceSpec::copy_to_ups`]).
+//!
+//! Requests are read with serde: a value of the wrong type is refused naming the field by its
+//! path (`fields[2].type`); the rules serde cannot say (required, non-empty, bounds, exactly one
+//! identity, the landing-zone path) are checked by [`normalize`], each naming its field too.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use serde::{
+    de::{self, DeserializeOwned, Unexpected, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
-use super::limits::{check_chars, check_string_list};
+use super::{
+    audience::{self, Audience, ClientFields, EXTERNAL_SEGMENT},
+    lifecycle::Lifecycle,
+    limits::{check_chars, check_strings},
+    Caller,
+};
 use crate::{config::Limits, error::ApiError};
 
 pub const MAX_FIELDS: usize = 41;
 pub const DEFAULT_TTL_DAYS: i64 = 30;
 pub const MAX_TTL_DAYS: i64 = 90;
+/// The namespace of an external audience (and of an `ExternalSegment` UPS audience) by default.
 pub const DEFAULT_NAMESPACE: &str = "CustomerAudienceUpload";
+/// The `originName` of every external audience (and of an `ExternalSegment` UPS audience by
+/// default).
 pub const ORIGIN_NAME: &str = "CUSTOM_UPLOAD";
-pub const CLOUD_TYPES: &[&str] = &["S3", "DLZ", "GCS", "SFTP", "Azure"];
-/// Cloud types whose source needs a `baseConnectionId`.
-const CONNECTED_CLOUD_TYPES: &[&str] = &["S3", "GCS", "SFTP"];
-pub const DEFAULT_CLOUD_TYPE: &str = "DLZ";
+/// The cloud type of a source that names none.
+pub const DEFAULT_CLOUD_TYPE: CloudType = CloudType::Dlz;
 /// The fields a PATCH may change.
 pub const PATCHABLE: &[&str] = &["description", "labels", "fields", "ttlInDays"];
 /// Fields a PATCH may repeat only with their current value.
 pub const IMMUTABLE: &[&str] = &["name", "expressActivation"];
+/// Characters of a refusal's explanation at most (serde's messages quote the value refused).
+const EXPLANATION_CHARS: usize = 300;
 
 fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::ais_invalid(msg)
 }
 
-/// The type a declared field's values must fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    String,
-    Number,
-    Long,
-    Integer,
-    Date,
-    DateTime,
-    Boolean,
+named_enum! {
+    // Stored in `external_audiences.state` (CHECK).
+    /// An external audience is `creating` (its name and customAudienceId reserved, invisible to
+    /// the API) until the worker created its UPS audience.
+    pub enum ExternalState("external audience state") {
+        Creating = "creating",
+        Ready = "ready",
+    }
+}
+
+named_enum! {
+    // Stored in `ais_operations.status` (CHECK).
+    /// `PROCESSING` until the worker created the audience (`SUCCESS`) or could not (`FAILED`).
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum OperationStatus("operation status") {
+        Processing = "PROCESSING",
+        Success = "SUCCESS",
+        Failed = "FAILED",
+    }
+}
+
+named_enum! {
+    /// The type a declared column's values must fit.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum FieldType("field type") {
+        String = "string",
+        Number = "number",
+        Long = "long",
+        Integer = "integer",
+        Date = "date",
+        DateTime = "datetime",
+        Boolean = "boolean",
+    }
+}
+
+named_enum! {
+    /// Where a source's files are: S3, DLZ, GCS, SFTP or Azure; a run reads the blob
+    /// `<cloudType>/<path>` of its own sandbox's landing zone.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    pub enum CloudType("cloud type") {
+        S3 = "S3",
+        #[serde(rename = "DLZ")]
+        Dlz = "DLZ",
+        #[serde(rename = "GCS")]
+        Gcs = "GCS",
+        #[serde(rename = "SFTP")]
+        Sftp = "SFTP",
+        Azure = "Azure",
+    }
+}
+
+impl CloudType {
+    /// Whether a source of this cloud type needs a `baseConnectionId`.
+    pub fn needs_connection(self) -> bool {
+        matches!(self, CloudType::S3 | CloudType::Gcs | CloudType::Sftp)
+    }
+}
+
+/// `file` (the default) or `folder` (every `.csv` directly in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    File,
+    Folder,
+}
+
+/// `Cloud Storage`, the one source type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum SourceType {
+    #[serde(rename = "Cloud Storage")]
+    CloudStorage,
+}
+
+/// `people`, the one audience type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalAudienceType {
+    People,
+}
+
+/// `CUSTOM_UPLOAD`, the one origin of an external audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OriginName {
+    CustomUpload,
 }
 
 impl FieldType {
-    pub const NAMES: &'static [&'static str] = &[
-        "string", "number", "long", "integer", "date", "datetime", "boolean",
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "string" => FieldType::String,
-            "number" => FieldType::Number,
-            "long" => FieldType::Long,
-            "integer" => FieldType::Integer,
-            "date" => FieldType::Date,
-            "datetime" => FieldType::DateTime,
-            "boolean" => FieldType::Boolean,
-            _ => return None,
-        })
-    }
-
     /// Whether a CSV value fits the type. An empty value is an absent value and always fits
     /// (the identity column has its own rule). On failure, the reason.
     pub fn check(self, value: &str) -> Result<(), &'static str> {
@@ -92,97 +172,269 @@ impl FieldType {
     }
 }
 
-/// One declared column of the source file.
-#[derive(Debug, Clone, PartialEq)]
+// ---------------------------------------------------------------------------------------------
+// Reading request bodies
+
+/// Reads a request body into `T`. A value of the wrong type is a 400 that names the field by its
+/// path and says what was expected.
+pub(crate) fn from_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    read_body(body, |path| path.to_owned())
+}
+
+/// [`from_body`], with the path of a refused field shown as `show_path` says.
+fn read_body<T: DeserializeOwned>(
+    body: Value,
+    show_path: impl Fn(&str) -> String,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let explanation = e.inner().to_string();
+        let explanation: String = match explanation.char_indices().nth(EXPLANATION_CHARS) {
+            Some((end, _)) => format!("{}…", &explanation[..end]),
+            None => explanation,
+        };
+        invalid(format!(
+            "Field '{}': {explanation}.",
+            show_path(&e.path().to_string())
+        ))
+    })
+}
+
+/// `ttlInDays` as a client may send it: a whole number of days from 1 to 90, or the same as a
+/// numeric string (`"40"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlDays(pub i64);
+
+impl<'de> Deserialize<'de> for TtlDays {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TtlVisitor)
+    }
+}
+
+struct TtlVisitor;
+
+impl TtlVisitor {
+    fn days<E: de::Error>(&self, n: Option<i64>, got: Unexpected<'_>) -> Result<TtlDays, E> {
+        match n {
+            Some(n) if (1..=MAX_TTL_DAYS).contains(&n) => Ok(TtlDays(n)),
+            _ => Err(E::invalid_value(got, self)),
+        }
+    }
+}
+
+impl Visitor<'_> for TtlVisitor {
+    type Value = TtlDays;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a whole number of days from 1 to {MAX_TTL_DAYS} (a number or a numeric string)"
+        )
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<TtlDays, E> {
+        self.days(Some(n), Unexpected::Signed(n))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<TtlDays, E> {
+        self.days(i64::try_from(n).ok(), Unexpected::Unsigned(n))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<TtlDays, E> {
+        self.days(s.trim().parse().ok(), Unexpected::Str(s))
+    }
+}
+
+/// A field of a PATCH: left out, sent as `null` (removed, or back to its default), or sent with a
+/// value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Change<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<T>::deserialize(d)?.map_or(Change::Clear, Change::Set))
+    }
+}
+
+impl<T> Change<T> {
+    fn apply(self, current: &mut Option<T>) {
+        match self {
+            Change::Keep => {}
+            Change::Clear => *current = None,
+            Change::Set(v) => *current = Some(v),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The create request and the normalised definition
+
+/// The create request of an external audience, as a client sends it. Unknown fields are dropped.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", expecting = "an object")]
+pub struct ExternalAudienceRequest {
+    #[schema(value_type = String, required)]
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Unique in the sandbox when given.
+    pub custom_audience_id: Option<String>,
+    /// 1 to 41 fields; exactly one carries `identityNs`.
+    #[schema(value_type = Vec<FieldRequest>, required)]
+    pub fields: Option<Vec<FieldRequest>>,
+    /// `{"params": {...}}`; a flat object of the same fields (the older form) is accepted too.
+    #[schema(value_type = SourceSpecRequest, required)]
+    pub source_spec: Option<SourceSpecRequest>,
+    /// 1..90, default 30; a numeric string such as `"40"` is accepted.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 90)]
+    pub ttl_in_days: Option<TtlDays>,
+    /// `people` (the default).
+    pub audience_type: Option<ExternalAudienceType>,
+    #[schema(value_type = OriginName, required)]
+    pub origin_name: Option<OriginName>,
+    /// Default `CustomerAudienceUpload`.
+    pub namespace: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    /// Default false; immutable.
+    pub express_activation: Option<bool>,
+}
+
+/// A declared column of the source file, as a client sends it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an object {name, type, identityNs?, labels?}"
+)]
+pub struct FieldRequest {
+    #[schema(value_type = String, required)]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    #[schema(value_type = FieldType, required)]
+    pub field_type: Option<FieldType>,
+    /// Exactly one field carries it: the identity column.
+    pub identity_ns: Option<String>,
+    pub labels: Option<Vec<String>>,
+}
+
+/// A create request's `sourceSpec`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(expecting = "an object")]
+pub struct SourceSpecRequest {
+    #[schema(value_type = SourceParamsRequest, required)]
+    pub params: Option<SourceParamsRequest>,
+    /// Sent in the flat form (the fields beside `params`'s place): refusals name
+    /// `sourceSpec.<field>`.
+    #[serde(skip)]
+    pub flat: bool,
+}
+
+/// `sourceSpec.params` as a client sends it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", expecting = "an object")]
+pub struct SourceParamsRequest {
+    /// A name in the sandbox's landing zone, relative to `<cloudType or DLZ>/`: Adobe's and
+    /// Azure's naming rules (no `..`, `.`, `\`, absolute path or encoded traversal), no spaces.
+    #[schema(value_type = String, required)]
+    pub path: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<SourceKind>,
+    pub source_type: Option<SourceType>,
+    pub cloud_type: Option<CloudType>,
+    /// Required for S3, GCS and SFTP.
+    pub base_connection_id: Option<String>,
+}
+
+impl ExternalAudienceRequest {
+    /// Reads a create request. The flat form of `sourceSpec` is read as the `params` form.
+    pub fn from_body(mut body: Value) -> Result<Self, ApiError> {
+        let Value::Object(doc) = &mut body else {
+            return Err(invalid("The request body must be a JSON object."));
+        };
+        let flat = match doc.get_mut("sourceSpec") {
+            Some(Value::Object(spec)) if !spec.contains_key("params") => {
+                let params = std::mem::take(spec);
+                spec.insert("params".into(), Value::Object(params));
+                true
+            }
+            _ => false,
+        };
+        let mut request: Self =
+            read_body(body, |path| match path.strip_prefix("sourceSpec.params") {
+                Some(rest) if flat => format!("sourceSpec{rest}"),
+                _ => path.to_owned(),
+            })?;
+        if let Some(source) = &mut request.source_spec {
+            source.flat = flat;
+        }
+        Ok(request)
+    }
+}
+
+/// An external audience as defined: the create request normalised (defaults filled in,
+/// `ttlInDays` a number, `sourceSpec` in the `params` form), checked and bounded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAudienceSpec {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_audience_id: Option<String>,
+    pub fields: Vec<Field>,
+    pub source_spec: SourceSpec,
+    #[schema(minimum = 1, maximum = 90)]
+    pub ttl_in_days: i64,
+    pub audience_type: ExternalAudienceType,
+    pub origin_name: OriginName,
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    pub express_activation: bool,
+}
+
+/// A declared column of the source file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Field {
     pub name: String,
+    #[serde(rename = "type")]
     pub field_type: FieldType,
+    /// Exactly one field carries it: the identity column.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_ns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    File,
-    Folder,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SourceSpec {
+    pub params: SourceParams,
 }
 
-/// Where a run reads: `<landing>/<cloud_dir>/<path>`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Source {
+/// Where a run reads: the blob `<cloudType or DLZ>/<path>` of its own sandbox's landing zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceParams {
     pub path: String,
+    #[serde(rename = "type")]
     pub kind: SourceKind,
-    pub cloud_dir: String,
+    pub source_type: SourceType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_type: Option<CloudType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_connection_id: Option<String>,
 }
 
-/// What the worker needs of a stored external audience.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestSpec {
-    pub fields: Vec<Field>,
-    pub source: Source,
-    pub ttl_in_days: i64,
-}
-
-impl IngestSpec {
-    /// Reads a document written by [`normalize`]; a malformed one is a fault of the store.
-    pub fn from_doc(doc: &Map<String, Value>) -> anyhow::Result<Self> {
-        let fields = doc
-            .get("fields")
-            .and_then(Value::as_array)
-            .ok_or_else(|| anyhow::anyhow!("stored spec has no fields"))?
-            .iter()
-            .map(|f| {
-                let name = f["name"].as_str().unwrap_or_default().to_owned();
-                let field_type = FieldType::parse(f["type"].as_str().unwrap_or_default())
-                    .ok_or_else(|| anyhow::anyhow!("stored field {name} has a bad type"))?;
-                Ok(Field {
-                    name,
-                    field_type,
-                    identity_ns: f.get("identityNs").and_then(Value::as_str).map(Into::into),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let params = &doc["sourceSpec"]["params"];
-        let kind = if params["type"] == "folder" {
-            SourceKind::Folder
-        } else {
-            SourceKind::File
-        };
-        Ok(IngestSpec {
-            fields,
-            source: Source {
-                path: params["path"].as_str().unwrap_or_default().to_owned(),
-                kind,
-                cloud_dir: params["cloudType"]
-                    .as_str()
-                    .unwrap_or(DEFAULT_CLOUD_TYPE)
-                    .to_owned(),
-            },
-            ttl_in_days: doc["ttlInDays"].as_i64().unwrap_or(DEFAULT_TTL_DAYS),
-        })
-    }
-
-    pub fn identity(&self) -> &Field {
-        self.fields
-            .iter()
-            .find(|f| f.identity_ns.is_some())
-            .unwrap_or(&self.fields[0])
-    }
-}
-
-fn opt_string(doc: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
-    match doc.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(format!("Field '{key}' must be a string."))),
-    }
-}
-
-fn string_array(value: &Value, what: &str) -> Result<Value, ApiError> {
-    match value {
-        Value::Array(items) if items.iter().all(Value::is_string) => Ok(value.clone()),
-        _ => Err(invalid(format!(
-            "Field '{what}' must be an array of strings."
-        ))),
+impl SourceParams {
+    /// The folder of the landing zone's container the path is in: the cloud type, DLZ by default.
+    pub fn cloud_dir(&self) -> &'static str {
+        self.cloud_type.unwrap_or(DEFAULT_CLOUD_TYPE).as_str()
     }
 }
 
@@ -198,119 +450,50 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     check_chars(field, value, max).map_err(invalid)
 }
 
-/// Validates a create request (or the result of a PATCH) and returns its normalised form:
-/// defaults filled in, `ttlInDays` a number, `sourceSpec` in the `params` form. Unknown top-level
-/// fields are not kept. Every kept string and list is checked against `limits`.
-pub fn normalize(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
-    let out = normalize_shape(body, limits)?;
-    check_top_level_bounds(&out, limits)?;
-    Ok(out)
-}
-
-/// The bounds on the top-level strings and lists of a normalised document (the fields and the
-/// source are bounded as they are normalised).
-fn check_top_level_bounds(doc: &Map<String, Value>, limits: &Limits) -> Result<(), ApiError> {
-    let text = |key: &str| doc.get(key).and_then(Value::as_str);
-    for (key, max) in [
-        ("name", limits.max_name_chars),
-        ("description", limits.max_description_chars),
-        ("customAudienceId", limits.max_id_chars),
-        ("namespace", limits.max_id_chars),
-    ] {
-        if let Some(v) = text(key) {
-            bounded(key, v, max)?;
-        }
-    }
-    for key in ["labels", "tags"] {
-        if let Some(Value::Array(items)) = doc.get(key) {
-            check_string_list(key, items, limits.max_labels, limits.max_id_chars)
-                .map_err(invalid)?;
-        }
-    }
-    Ok(())
-}
-
-/// The normalised document; the fields and the source are bounded here, the top level by
-/// [`check_top_level_bounds`].
-fn normalize_shape(body: Value, limits: &Limits) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(doc) = body else {
-        return Err(invalid("The request body must be a JSON object."));
-    };
-    let mut out = Map::new();
-    let name = match non_empty(opt_string(&doc, "name")?, "name")? {
+/// Checks a create request (or the result of a PATCH) and returns its normalised form. Every kept
+/// string and list is checked against `limits`.
+pub fn normalize(
+    request: ExternalAudienceRequest,
+    limits: &Limits,
+) -> Result<ExternalAudienceSpec, ApiError> {
+    let name = match non_empty(request.name, "name")? {
         Some(n) => n,
         None => return Err(invalid("Field 'name' is required.")),
     };
-    out.insert("name".into(), json!(name));
-    if let Some(d) = opt_string(&doc, "description")? {
-        out.insert("description".into(), json!(d));
-    }
-    if let Some(c) = non_empty(opt_string(&doc, "customAudienceId")?, "customAudienceId")? {
-        out.insert("customAudienceId".into(), json!(c));
-    }
-    out.insert(
-        "fields".into(),
-        normalize_fields(doc.get("fields"), limits)?,
-    );
-    out.insert(
-        "sourceSpec".into(),
-        normalize_source(doc.get("sourceSpec"), limits)?,
-    );
-    out.insert("ttlInDays".into(), json!(ttl(doc.get("ttlInDays"))?));
-    match doc.get("audienceType") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "people" => {}
-        Some(_) => return Err(invalid("Field 'audienceType' must be 'people'.")),
-    }
-    out.insert("audienceType".into(), json!("people"));
-    match doc.get("originName") {
-        Some(Value::String(s)) if s == ORIGIN_NAME => {}
-        None | Some(Value::Null) => return Err(invalid("Field 'originName' is required.")),
-        Some(_) => {
-            return Err(invalid(format!(
-                "Field 'originName' must be '{ORIGIN_NAME}'."
-            )))
-        }
-    }
-    out.insert("originName".into(), json!(ORIGIN_NAME));
-    let namespace = non_empty(opt_string(&doc, "namespace")?, "namespace")?
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    out.insert("namespace".into(), json!(namespace));
-    for key in ["labels", "tags"] {
-        if let Some(v) = doc.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.into(), string_array(v, key)?);
-        }
-    }
-    let express = match doc.get("expressActivation") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid("Field 'expressActivation' must be a boolean.")),
+    let custom_audience_id = non_empty(request.custom_audience_id, "customAudienceId")?;
+    let fields = normalize_fields(request.fields, limits)?;
+    let source_spec = normalize_source(request.source_spec, limits)?;
+    let Some(origin_name) = request.origin_name else {
+        return Err(invalid("Field 'originName' is required."));
     };
-    out.insert("expressActivation".into(), json!(express));
-    Ok(out)
+    let namespace =
+        non_empty(request.namespace, "namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let spec = ExternalAudienceSpec {
+        name,
+        description: request.description,
+        custom_audience_id,
+        fields,
+        source_spec,
+        ttl_in_days: request.ttl_in_days.map_or(DEFAULT_TTL_DAYS, |t| t.0),
+        audience_type: request
+            .audience_type
+            .unwrap_or(ExternalAudienceType::People),
+        origin_name,
+        namespace,
+        labels: request.labels,
+        tags: request.tags,
+        express_activation: request.express_activation.unwrap_or(false),
+    };
+    spec.check_top_level_bounds(limits)?;
+    Ok(spec)
 }
 
-fn ttl(value: Option<&Value>) -> Result<i64, ApiError> {
-    let n = match value {
-        None | Some(Value::Null) => return Ok(DEFAULT_TTL_DAYS),
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        Some(_) => None,
-    };
-    match n {
-        Some(n) if (1..=MAX_TTL_DAYS).contains(&n) => Ok(n),
-        _ => Err(invalid(format!(
-            "Field 'ttlInDays' must be a whole number of days from 1 to {MAX_TTL_DAYS} (a number or a numeric string)."
-        ))),
-    }
-}
-
-fn normalize_fields(value: Option<&Value>, limits: &Limits) -> Result<Value, ApiError> {
-    let Some(Value::Array(items)) = value else {
-        return Err(invalid(match value {
-            None | Some(Value::Null) => "Field 'fields' is required.",
-            Some(_) => "Field 'fields' must be an array of {name, type, identityNs?, labels?}.",
-        }));
+fn normalize_fields(
+    fields: Option<Vec<FieldRequest>>,
+    limits: &Limits,
+) -> Result<Vec<Field>, ApiError> {
+    let Some(items) = fields else {
+        return Err(invalid("Field 'fields' is required."));
     };
     if items.is_empty() || items.len() > MAX_FIELDS {
         return Err(invalid(format!(
@@ -318,91 +501,83 @@ fn normalize_fields(value: Option<&Value>, limits: &Limits) -> Result<Value, Api
             items.len()
         )));
     }
-    let mut names: Vec<&str> = Vec::with_capacity(items.len());
-    let mut identities = 0;
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Some(f) = item.as_object() else {
-            return Err(invalid(format!("Field 'fields[{i}]' must be an object.")));
-        };
-        let name = match f.get("name") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
+    let mut out: Vec<Field> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let name = match item.name {
+            Some(s) if !s.trim().is_empty() => s,
             _ => {
                 return Err(invalid(format!(
                     "Field 'fields[{i}].name' is required and must be a non-empty string."
                 )))
             }
         };
-        bounded(&format!("fields[{i}].name"), name, limits.max_id_chars)?;
-        if names.contains(&name) {
+        bounded(&format!("fields[{i}].name"), &name, limits.max_id_chars)?;
+        if out.iter().any(|f| f.name == name) {
             return Err(invalid(format!(
                 "Field 'fields[{i}].name': '{name}' is declared twice."
             )));
         }
-        names.push(name);
-        let ty = f.get("type").and_then(Value::as_str).unwrap_or_default();
-        if FieldType::parse(ty).is_none() {
+        let Some(field_type) = item.field_type else {
+            let names: Vec<&str> = FieldType::ALL.iter().map(|t| t.as_str()).collect();
             return Err(invalid(format!(
                 "Field 'fields[{i}].type' must be one of {}.",
-                FieldType::NAMES.join(", ")
+                names.join(", ")
             )));
-        }
-        let mut field = Map::new();
-        field.insert("name".into(), json!(name));
-        field.insert("type".into(), json!(ty));
-        match f.get("identityNs") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(ns)) if !ns.trim().is_empty() => {
-                bounded(&format!("fields[{i}].identityNs"), ns, limits.max_id_chars)?;
-                identities += 1;
-                field.insert("identityNs".into(), json!(ns));
-            }
-            Some(_) => {
+        };
+        let identity_ns = match item.identity_ns {
+            Some(ns) if ns.trim().is_empty() => {
                 return Err(invalid(format!(
                     "Field 'fields[{i}].identityNs' must be a non-empty string."
                 )))
             }
-        }
-        if let Some(labels) = f.get("labels").filter(|v| !v.is_null()) {
-            let what = format!("fields[{i}].labels");
-            let labels = string_array(labels, &what)?;
-            if let Value::Array(items) = &labels {
-                check_string_list(&what, items, limits.max_labels, limits.max_id_chars)
-                    .map_err(invalid)?;
+            Some(ns) => {
+                bounded(&format!("fields[{i}].identityNs"), &ns, limits.max_id_chars)?;
+                Some(ns)
             }
-            field.insert("labels".into(), labels);
+            None => None,
+        };
+        if let Some(labels) = &item.labels {
+            check_strings(
+                &format!("fields[{i}].labels"),
+                labels,
+                limits.max_labels,
+                limits.max_id_chars,
+            )
+            .map_err(invalid)?;
         }
-        out.push(Value::Object(field));
+        out.push(Field {
+            name,
+            field_type,
+            identity_ns,
+            labels: item.labels,
+        });
     }
+    let identities = out.iter().filter(|f| f.identity_ns.is_some()).count();
     if identities != 1 {
         return Err(invalid(format!(
             "Field 'fields' must have exactly one field with 'identityNs'; it has {identities}."
         )));
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
-/// `sourceSpec.params`, or a flat `sourceSpec` (the older form), in the `params` form.
-fn normalize_source(value: Option<&Value>, limits: &Limits) -> Result<Value, ApiError> {
-    let Some(Value::Object(spec)) = value else {
-        return Err(invalid(match value {
-            None | Some(Value::Null) => "Field 'sourceSpec' is required.",
-            Some(_) => "Field 'sourceSpec' must be an object.",
-        }));
+/// `sourceSpec.params` (or the flat `sourceSpec`) checked, with its defaults.
+fn normalize_source(
+    spec: Option<SourceSpecRequest>,
+    limits: &Limits,
+) -> Result<SourceSpec, ApiError> {
+    let Some(spec) = spec else {
+        return Err(invalid("Field 'sourceSpec' is required."));
     };
-    let (params, prefix) = match spec.get("params") {
-        Some(Value::Object(p)) => (p, "sourceSpec.params"),
-        Some(_) => return Err(invalid("Field 'sourceSpec.params' must be an object.")),
-        None => (spec, "sourceSpec"),
+    let Some(params) = spec.params else {
+        return Err(invalid("Field 'sourceSpec.params' must be an object."));
     };
-    let text = |key: &str| -> Result<Option<String>, ApiError> {
-        match params.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(format!("Field '{prefix}.{key}' must be a string."))),
-        }
+    let prefix = if spec.flat {
+        "sourceSpec"
+    } else {
+        "sourceSpec.params"
     };
-    let path = text("path")?.unwrap_or_default();
+    let path = params.path.unwrap_or_default();
     if path.trim().is_empty() {
         return Err(invalid(format!("Field '{prefix}.path' is required.")));
     }
@@ -419,28 +594,7 @@ fn normalize_source(value: Option<&Value>, limits: &Limits) -> Result<Value, Api
             "Field '{prefix}.path' must be a valid name relative to the landing zone: {rule}."
         )));
     }
-    let kind = text("type")?.unwrap_or_else(|| "file".into());
-    if kind != "file" && kind != "folder" {
-        return Err(invalid(format!(
-            "Field '{prefix}.type' must be 'file' or 'folder'."
-        )));
-    }
-    let source_type = text("sourceType")?.unwrap_or_else(|| "Cloud Storage".into());
-    if source_type != "Cloud Storage" {
-        return Err(invalid(format!(
-            "Field '{prefix}.sourceType' must be 'Cloud Storage'."
-        )));
-    }
-    let cloud_type = text("cloudType")?;
-    if let Some(c) = &cloud_type {
-        if !CLOUD_TYPES.contains(&c.as_str()) {
-            return Err(invalid(format!(
-                "Field '{prefix}.cloudType' must be one of {}.",
-                CLOUD_TYPES.join(", ")
-            )));
-        }
-    }
-    let connection = text("baseConnectionId")?.filter(|c| !c.trim().is_empty());
+    let connection = params.base_connection_id.filter(|c| !c.trim().is_empty());
     if let Some(c) = &connection {
         bounded(
             &format!("{prefix}.baseConnectionId"),
@@ -448,152 +602,406 @@ fn normalize_source(value: Option<&Value>, limits: &Limits) -> Result<Value, Api
             limits.max_id_chars,
         )?;
     }
-    if let Some(c) = &cloud_type {
-        if CONNECTED_CLOUD_TYPES.contains(&c.as_str()) && connection.is_none() {
+    if let Some(c) = params.cloud_type {
+        if c.needs_connection() && connection.is_none() {
             return Err(invalid(format!(
                 "Field '{prefix}.baseConnectionId' is required when cloudType is {c}."
             )));
         }
     }
-    let mut out = Map::new();
-    out.insert("path".into(), json!(path));
-    out.insert("type".into(), json!(kind));
-    out.insert("sourceType".into(), json!(source_type));
-    if let Some(c) = cloud_type {
-        out.insert("cloudType".into(), json!(c));
-    }
-    if let Some(c) = connection {
-        out.insert("baseConnectionId".into(), json!(c));
-    }
-    Ok(json!({ "params": out }))
+    Ok(SourceSpec {
+        params: SourceParams {
+            path,
+            kind: params.kind.unwrap_or(SourceKind::File),
+            source_type: params.source_type.unwrap_or(SourceType::CloudStorage),
+            cloud_type: params.cloud_type,
+            base_connection_id: connection,
+        },
+    })
 }
 
-/// Applies a PATCH (a plain partial object) to a normalised document and validates the result.
-/// `fields` are merged by name: a field of the same name is replaced, a new one appended.
-pub fn patched(
-    current: &Map<String, Value>,
-    patch: Value,
-    limits: &Limits,
-) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(patch) = patch else {
-        return Err(invalid(
-            "The request body must be a JSON object of the fields to change.",
-        ));
-    };
-    if patch.is_empty() {
-        return Err(invalid(format!(
-            "The request body must change at least one of {}.",
-            PATCHABLE.join(", ")
-        )));
-    }
-    let mut doc = current.clone();
-    for (key, value) in patch {
-        if IMMUTABLE.contains(&key.as_str()) {
-            if doc.get(&key) != Some(&value) {
-                return Err(invalid(format!(
-                    "Field '{key}' is immutable and cannot be changed."
-                )));
+impl ExternalAudienceSpec {
+    /// The bounds on the top-level strings and lists (the fields and the source are bounded as
+    /// they are normalised).
+    fn check_top_level_bounds(&self, limits: &Limits) -> Result<(), ApiError> {
+        for (key, value, max) in [
+            ("name", Some(&self.name), limits.max_name_chars),
+            (
+                "description",
+                self.description.as_ref(),
+                limits.max_description_chars,
+            ),
+            (
+                "customAudienceId",
+                self.custom_audience_id.as_ref(),
+                limits.max_id_chars,
+            ),
+            ("namespace", Some(&self.namespace), limits.max_id_chars),
+        ] {
+            if let Some(v) = value {
+                bounded(key, v, max)?;
             }
-            continue;
         }
-        if !PATCHABLE.contains(&key.as_str()) {
+        for (key, list) in [("labels", &self.labels), ("tags", &self.tags)] {
+            if let Some(items) = list {
+                check_strings(key, items, limits.max_labels, limits.max_id_chars)
+                    .map_err(invalid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity column: the one field with `identityNs`.
+    pub fn identity(&self) -> &Field {
+        self.fields
+            .iter()
+            .find(|f| f.identity_ns.is_some())
+            .unwrap_or(&self.fields[0])
+    }
+
+    /// When data ingested at `now` expires.
+    pub fn data_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + Duration::days(self.ttl_in_days)
+    }
+
+    /// The fields the UPS audience takes from its external audience: `description`, `labels`
+    /// and `ttlInDays`, written at creation and again after every PATCH (a field the definition
+    /// no longer has is removed).
+    pub fn copy_to_ups(&self, doc: &mut Map<String, Value>) {
+        let mut follow = |key: &str, value: Option<Value>| match value {
+            Some(v) => {
+                doc.insert(key.into(), v);
+            }
+            None => {
+                doc.remove(key);
+            }
+        };
+        follow("description", self.description.as_ref().map(|d| json!(d)));
+        follow("labels", self.labels.as_ref().map(|l| json!(l)));
+        follow("ttlInDays", Some(json!(self.ttl_in_days)));
+    }
+
+    /// A UPS audience's client fields after this definition (see [`Self::copy_to_ups`]).
+    pub fn ups_fields(&self, current: &ClientFields) -> ClientFields {
+        let mut fields = current.clone();
+        self.copy_to_ups(&mut fields.doc);
+        fields
+    }
+}
+
+impl From<ExternalAudienceSpec> for ExternalAudienceRequest {
+    fn from(spec: ExternalAudienceSpec) -> Self {
+        let params = spec.source_spec.params;
+        ExternalAudienceRequest {
+            name: Some(spec.name),
+            description: spec.description,
+            custom_audience_id: spec.custom_audience_id,
+            fields: Some(spec.fields.into_iter().map(FieldRequest::from).collect()),
+            source_spec: Some(SourceSpecRequest {
+                params: Some(SourceParamsRequest {
+                    path: Some(params.path),
+                    kind: Some(params.kind),
+                    source_type: Some(params.source_type),
+                    cloud_type: params.cloud_type,
+                    base_connection_id: params.base_connection_id,
+                }),
+                flat: false,
+            }),
+            ttl_in_days: Some(TtlDays(spec.ttl_in_days)),
+            audience_type: Some(spec.audience_type),
+            origin_name: Some(spec.origin_name),
+            namespace: Some(spec.namespace),
+            labels: spec.labels,
+            tags: spec.tags,
+            express_activation: Some(spec.express_activation),
+        }
+    }
+}
+
+impl From<Field> for FieldRequest {
+    fn from(f: Field) -> Self {
+        FieldRequest {
+            name: Some(f.name),
+            field_type: Some(f.field_type),
+            identity_ns: f.identity_ns,
+            labels: f.labels,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PATCH
+
+/// PATCH body: a plain partial object. `null` removes `description` or `labels` and gives
+/// `ttlInDays` its default. `name` and `expressActivation` may only repeat their current value;
+/// any other field is refused.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", expecting = "an object")]
+pub struct ExternalAudiencePatch {
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub description: Change<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub labels: Change<Vec<String>>,
+    /// Merged by name: a field of the same name is replaced, a new one appended.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<FieldRequest>>)]
+    pub fields: Change<Vec<FieldRequest>>,
+    /// 1..90; a numeric string is accepted.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 90)]
+    pub ttl_in_days: Change<TtlDays>,
+    /// Immutable: only its current value.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub name: Change<String>,
+    /// Immutable: only its current value.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub express_activation: Change<bool>,
+}
+
+impl ExternalAudiencePatch {
+    /// Reads a PATCH body: an object of at least one field, each one a PATCH may name.
+    pub fn from_body(body: Value) -> Result<Self, ApiError> {
+        let Value::Object(fields) = &body else {
+            return Err(invalid(
+                "The request body must be a JSON object of the fields to change.",
+            ));
+        };
+        if fields.is_empty() {
+            return Err(invalid(format!(
+                "The request body must change at least one of {}.",
+                PATCHABLE.join(", ")
+            )));
+        }
+        if let Some(key) = fields
+            .keys()
+            .find(|k| !PATCHABLE.contains(&k.as_str()) && !IMMUTABLE.contains(&k.as_str()))
+        {
             return Err(invalid(format!(
                 "Field '{key}' cannot be changed; a PATCH may change {}.",
                 PATCHABLE.join(", ")
             )));
         }
-        if key == "fields" {
-            let Value::Array(items) = value else {
-                return Err(invalid("Field 'fields' must be an array."));
-            };
-            let mut merged = doc
-                .get("fields")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in items {
-                let name = item.get("name").and_then(Value::as_str).map(str::to_owned);
-                match merged.iter_mut().find(|f| {
-                    name.is_some() && f.get("name").and_then(Value::as_str) == name.as_deref()
-                }) {
-                    Some(slot) => *slot = item,
-                    None => merged.push(item),
+        from_body(body)
+    }
+}
+
+/// An immutable field may be sent with its current value only.
+fn unchanged<T: PartialEq>(key: &str, sent: Change<T>, current: &T) -> Result<(), ApiError> {
+    match sent {
+        Change::Keep => Ok(()),
+        Change::Set(v) if v == *current => Ok(()),
+        _ => Err(invalid(format!(
+            "Field '{key}' is immutable and cannot be changed."
+        ))),
+    }
+}
+
+impl ExternalAudienceSpec {
+    /// This definition after a PATCH, checked as a whole as a create is.
+    pub fn patched(
+        &self,
+        patch: ExternalAudiencePatch,
+        limits: &Limits,
+    ) -> Result<ExternalAudienceSpec, ApiError> {
+        unchanged("name", patch.name, &self.name)?;
+        unchanged(
+            "expressActivation",
+            patch.express_activation,
+            &self.express_activation,
+        )?;
+        let mut request = ExternalAudienceRequest::from(self.clone());
+        patch.description.apply(&mut request.description);
+        patch.labels.apply(&mut request.labels);
+        patch.ttl_in_days.apply(&mut request.ttl_in_days);
+        match patch.fields {
+            Change::Keep => {}
+            Change::Clear => return Err(invalid("Field 'fields' must be an array.")),
+            Change::Set(items) => {
+                let merged = request.fields.get_or_insert_with(Vec::new);
+                for item in items {
+                    let slot = item
+                        .name
+                        .as_ref()
+                        .and_then(|name| merged.iter_mut().find(|f| f.name.as_ref() == Some(name)));
+                    match slot {
+                        Some(slot) => *slot = item,
+                        None => merged.push(item),
+                    }
                 }
             }
-            doc.insert(key, Value::Array(merged));
-        } else {
-            doc.insert(key, value);
         }
+        normalize(request, limits)
     }
-    normalize(Value::Object(doc), limits)
 }
 
-/// The body of a run request: `dataFilterStartTime` required, `dataFilterEndTime` optional, both
-/// epoch seconds, start <= end.
-pub fn run_window(body: &Value, now_s: i64) -> Result<(i64, i64), ApiError> {
-    let Some(obj) = body.as_object() else {
-        return Err(invalid("The request body must be a JSON object."));
-    };
-    let read = |key: &str| -> Result<Option<i64>, ApiError> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_i64() {
-                Some(n) if n >= 0 => Ok(Some(n)),
-                _ => Err(invalid(format!(
-                    "Field '{key}' must be a non-negative integer (epoch seconds)."
-                ))),
-            },
+// ---------------------------------------------------------------------------------------------
+// Meta-only create
+
+/// Body of the meta-only create. Other fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", expecting = "an object")]
+#[schema(example = json!({"name": "Sample audience name", "description": "A sample description for the audience.", "namespace": "agora", "originName": "Agora_Collaboration"}))]
+pub struct MetaOnlyRequest {
+    #[schema(value_type = String, required)]
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = String, required)]
+    pub namespace: Option<String>,
+    #[schema(value_type = String, required)]
+    pub origin_name: Option<String>,
+    /// Generated when absent.
+    pub audience_id: Option<String>,
+}
+
+impl MetaOnlyRequest {
+    pub fn from_body(body: Value) -> Result<Self, ApiError> {
+        if !body.is_object() {
+            return Err(invalid("The request body must be a JSON object."));
         }
-    };
-    let Some(start) = read("dataFilterStartTime")? else {
-        return Err(invalid("Field 'dataFilterStartTime' is required."));
-    };
-    let end = read("dataFilterEndTime")?.unwrap_or(now_s.max(start));
-    if end < start {
-        return Err(invalid(
-            "Field 'dataFilterEndTime' must not be before 'dataFilterStartTime'.",
-        ));
+        from_body(body)
     }
-    Ok((start, end))
-}
 
-/// The sort orders of the run list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunSort {
-    CreatedAsc,
-    CreatedDesc,
-    NameAsc,
-    NameDesc,
-}
-
-/// `limit` (1..40, default 20) and `sortBy` of the run list.
-pub fn run_list_params(
-    limit: Option<&str>,
-    sort_by: Option<&str>,
-) -> Result<(i64, RunSort), ApiError> {
-    let limit = match limit {
-        None => 20,
-        Some(l) => match l.trim().parse::<i64>() {
-            Ok(n) if (1..=40).contains(&n) => n,
-            _ => {
-                return Err(invalid(
-                    "Query parameter 'limit' must be an integer from 1 to 40.",
-                ))
+    /// The UPS document of the audience: the request's fields (an empty `description` is
+    /// dropped), `ExternalSegment`, published.
+    pub fn ups_document(self) -> Result<Value, ApiError> {
+        let mut doc = Map::new();
+        for (key, value, required) in [
+            ("name", self.name, true),
+            ("description", self.description, false),
+            ("namespace", self.namespace, true),
+            ("originName", self.origin_name, true),
+            ("audienceId", self.audience_id, false),
+        ] {
+            match value {
+                Some(s) if !s.trim().is_empty() => {
+                    doc.insert(key.into(), json!(s));
+                }
+                Some(_) if key == "description" => {}
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "Field '{key}' must be a non-empty string."
+                    )))
+                }
+                None if required => return Err(invalid(format!("Field '{key}' is required."))),
+                None => {}
             }
-        },
-    };
-    let sort = match sort_by.unwrap_or("-createdAt") {
-        "createdAt" => RunSort::CreatedAsc,
-        "-createdAt" => RunSort::CreatedDesc,
-        "name" => RunSort::NameAsc,
-        "-name" => RunSort::NameDesc,
-        _ => {
-            return Err(invalid(
-                "Query parameter 'sortBy' must be one of createdAt, -createdAt, name, -name.",
-            ))
         }
-    };
-    Ok((limit, sort))
+        doc.insert("type".into(), json!(EXTERNAL_SEGMENT));
+        doc.insert(
+            "lifecycleState".into(),
+            json!(Lifecycle::Published.as_str()),
+        );
+        Ok(Value::Object(doc))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored external audiences and operations
+
+/// An external audience as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAudience {
+    /// Also the `id` of its UPS audience.
+    pub id: Uuid,
+    pub name: String,
+    pub custom_audience_id: Option<String>,
+    pub state: ExternalState,
+    pub spec: ExternalAudienceSpec,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+    /// Runs started, TTL extensions included (they number the runs' names).
+    pub run_count: i32,
+    pub last_success_run_id: Option<Uuid>,
+    pub profile_count: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub expired: bool,
+}
+
+impl ExternalAudience {
+    /// The UPS audience of an external audience: the same id, `ExternalSegment`, `CUSTOM_UPLOAD`,
+    /// published, the definition's namespace and the fields it shares
+    /// ([`ExternalAudienceSpec::copy_to_ups`]); its UPS `audienceId` is the `customAudienceId`
+    /// when given, else the id; its profile count 0.
+    pub fn ups_audience(&self, now: DateTime<Utc>) -> Result<Audience, ApiError> {
+        let mut doc = Map::new();
+        doc.insert("name".into(), json!(self.name));
+        self.spec.copy_to_ups(&mut doc);
+        doc.insert("namespace".into(), json!(self.spec.namespace));
+        doc.insert("type".into(), json!(EXTERNAL_SEGMENT));
+        doc.insert("originName".into(), json!(ORIGIN_NAME));
+        doc.insert(
+            "lifecycleState".into(),
+            json!(Lifecycle::Published.as_str()),
+        );
+        let ups_audience_id = self
+            .custom_audience_id
+            .clone()
+            .unwrap_or_else(|| self.id.to_string());
+        doc.insert("audienceId".into(), json!(ups_audience_id));
+        doc.insert("metrics".into(), profile_metrics(0, false, now));
+        let fields = audience::new_fields(Value::Object(doc), self.id)?;
+        let creator = Caller {
+            user_id: self.created_by.clone(),
+        };
+        Ok(Audience::create(self.id, fields, &creator, Vec::new(), now))
+    }
+}
+
+/// The UPS audience's `metrics` field: where the profile count shows through UPS.
+pub fn profile_metrics(profiles: i64, expired: bool, now: DateTime<Utc>) -> Value {
+    json!({
+        "type": "profileCount",
+        "data": { "totalProfiles": profiles, "dataExpired": expired },
+        "updateTime": now.timestamp_millis(),
+    })
+}
+
+/// A UPS audience with a new profile count: a write by the server, through the audience's update
+/// rule (new `_etag` and update time; the last modifier stays).
+pub fn with_profile_count(
+    ups: &Audience,
+    profiles: i64,
+    expired: bool,
+    now: DateTime<Utc>,
+) -> Audience {
+    let mut fields = ups.fields.clone();
+    fields
+        .doc
+        .insert("metrics".into(), profile_metrics(profiles, expired, now));
+    ups.rewritten(fields, now)
+}
+
+/// The creation operation of an external audience, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub id: Uuid,
+    pub audience_id: Uuid,
+    pub audience_name: String,
+    pub status: OperationStatus,
+    /// The normalised request.
+    pub details: ExternalAudienceSpec,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why an operation failed when its external audience was deleted while it was queued.
+pub const DELETED_BEFORE_CREATED: &str = "The external audience was deleted before it was created.";
+
+/// What a tenant reads when a creation's job was given up (the cause stays in the log).
+pub fn gave_up_creating_reason(attempts: i32, job_id: Uuid) -> String {
+    format!(
+        "Gave up after {attempts} attempts: the audience could not be created (job {job_id}; the cause is in the server log)."
+    )
 }
 
 #[cfg(test)]
@@ -620,31 +1028,52 @@ mod tests {
         })
     }
 
+    fn normalized(body: Value, limits: &Limits) -> Result<ExternalAudienceSpec, ApiError> {
+        normalize(ExternalAudienceRequest::from_body(body)?, limits)
+    }
+
     #[test]
     fn seed_request_normalises() {
-        let doc = normalize(seed(), &Limits::default()).unwrap();
-        assert_eq!(doc["ttlInDays"], json!(40));
-        assert_eq!(doc["namespace"], json!(DEFAULT_NAMESPACE));
-        assert_eq!(doc["expressActivation"], json!(false));
-        let spec = IngestSpec::from_doc(&doc).unwrap();
+        let spec = normalized(seed(), &Limits::default()).unwrap();
+        assert_eq!(spec.ttl_in_days, 40);
+        assert_eq!(spec.namespace, DEFAULT_NAMESPACE);
+        assert!(!spec.express_activation);
         assert_eq!(spec.identity().name, "ppid");
-        assert_eq!(spec.source.cloud_dir, "DLZ");
-        assert_eq!(spec.source.kind, SourceKind::File);
+        assert_eq!(spec.source_spec.params.cloud_dir(), "DLZ");
+        assert_eq!(spec.source_spec.params.kind, SourceKind::File);
+        // The document as stored and shown: the order of the fields, defaults filled in.
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"Sample external audience","description":"A sample version of an external audience","fields":[{"name":"ppid","type":"string","identityNs":"email"},{"name":"list_id","type":"string","labels":["core/C2","custom/deep"]},{"name":"delete","type":"number"},{"name":"process_consent","type":"string"}],"sourceSpec":{"params":{"path":"activation/sample-source/example.csv","type":"file","sourceType":"Cloud Storage","baseConnectionId":"1d1d4bc5-b527-46a3-9863-530246a61b2b"}},"ttlInDays":40,"audienceType":"people","originName":"CUSTOM_UPLOAD","namespace":"CustomerAudienceUpload","labels":["core/C1"],"expressActivation":false}"#
+        );
+        let back: ExternalAudienceSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec);
     }
 
     #[test]
     fn flat_source_spec_is_accepted() {
         let mut body = seed();
         body["sourceSpec"] = json!({"path": "a/b.csv", "cloudType": "DLZ"});
-        let doc = normalize(body, &Limits::default()).unwrap();
-        assert_eq!(doc["sourceSpec"]["params"]["path"], "a/b.csv");
+        let spec = normalized(body, &Limits::default()).unwrap();
+        assert_eq!(spec.source_spec.params.path, "a/b.csv");
+        let mut body = seed();
+        body["sourceSpec"] = json!({"path": 5});
+        let err = normalized(body, &Limits::default()).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("Field 'sourceSpec.path': invalid type"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn violations_name_the_field() {
-        type Change = fn(&mut Value);
-        let cases: Vec<(Change, &str)> = vec![
+        type Edit = fn(&mut Value);
+        let cases: Vec<(Edit, &str)> = vec![
             (|b| b["name"] = json!(""), "'name'"),
+            (|b| b["name"] = json!(5), "'name'"),
             (|b| b["fields"] = json!([]), "'fields'"),
             (
                 |b| b["fields"][0]["type"] = json!("text"),
@@ -656,12 +1085,7 @@ mod tests {
             ),
             (
                 |b| {
-                    b["fields"][0]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("identityNs")
-                        .map(|_| ())
-                        .unwrap()
+                    b["fields"][0].as_object_mut().unwrap().remove("identityNs");
                 },
                 "exactly one",
             ),
@@ -693,6 +1117,7 @@ mod tests {
             ),
             (|b| b["ttlInDays"] = json!(91), "'ttlInDays'"),
             (|b| b["ttlInDays"] = json!("forty"), "'ttlInDays'"),
+            (|b| b["ttlInDays"] = json!(40.5), "'ttlInDays'"),
             (|b| b["audienceType"] = json!("accounts"), "'audienceType'"),
             (|b| b["originName"] = json!("OTHER"), "'originName'"),
             (|b| b["labels"] = json!("core/C1"), "'labels'"),
@@ -704,7 +1129,8 @@ mod tests {
         for (change, needle) in cases {
             let mut body = seed();
             change(&mut body);
-            let err = normalize(body, &Limits::default()).unwrap_err();
+            let err = normalized(body, &Limits::default()).unwrap_err();
+            assert_eq!(err.code, crate::error::Code::AisValidation);
             assert!(err.message.contains(needle), "{needle}: {}", err.message);
         }
         let too_many: Vec<Value> = (0..42)
@@ -712,10 +1138,22 @@ mod tests {
             .collect();
         let mut body = seed();
         body["fields"] = json!(too_many);
-        assert!(normalize(body, &Limits::default())
+        assert!(normalized(body, &Limits::default())
             .unwrap_err()
             .message
             .contains("1 to 41"));
+    }
+
+    #[test]
+    fn a_refused_value_is_quoted_clipped() {
+        let mut body = seed();
+        body["audienceType"] = json!("x".repeat(10_000));
+        let message = normalized(body, &Limits::default()).unwrap_err().message;
+        assert!(message.starts_with("Field 'audienceType': unknown variant `xxx"));
+        assert!(
+            message.chars().count() < EXPLANATION_CHARS + 40,
+            "{message}"
+        );
     }
 
     #[test]
@@ -728,8 +1166,8 @@ mod tests {
             max_labels: 2,
             ..Limits::default()
         };
-        type Change = fn(&mut Value);
-        let cases: Vec<(Change, &str)> = vec![
+        type Edit = fn(&mut Value);
+        let cases: Vec<(Edit, &str)> = vec![
             (|b| b["name"] = json!("n".repeat(31)), "Field 'name' is 31 characters long; at most 30 are allowed."),
             (|b| b["description"] = json!("d".repeat(51)), "Field 'description' is 51 characters long; at most 50 are allowed."),
             (|b| b["customAudienceId"] = json!("abcdefghijk"), "Field 'customAudienceId' is 11 characters long; at most 10 are allowed."),
@@ -750,11 +1188,11 @@ mod tests {
             body["sourceSpec"]["params"]["baseConnectionId"] = json!("conn-1");
             body
         };
-        assert!(normalize(within(), &l).is_ok());
+        assert!(normalized(within(), &l).is_ok());
         for (change, message) in cases {
             let mut body = within();
             change(&mut body);
-            let err = normalize(body, &l).unwrap_err();
+            let err = normalized(body, &l).unwrap_err();
             assert_eq!(err.code, crate::error::Code::AisValidation);
             assert_eq!(err.message, message);
         }
@@ -762,35 +1200,93 @@ mod tests {
 
     #[test]
     fn patch_merges_fields_and_guards_immutables() {
-        let doc = normalize(seed(), &Limits::default()).unwrap();
+        let spec = normalized(seed(), &Limits::default()).unwrap();
         let limits = Limits::default();
-        let patched = |doc: &Map<String, Value>, patch: Value| patched(doc, patch, &limits);
+        let patched =
+            |patch: Value| spec.patched(ExternalAudiencePatch::from_body(patch)?, &limits);
         let out = patched(
-            &doc,
             json!({"fields": [{"name": "delete", "type": "long"}, {"name": "extra", "type": "date"}], "ttlInDays": 10}),
         )
         .unwrap();
-        let fields = out["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 5);
-        assert_eq!(fields[2], json!({"name": "delete", "type": "long"}));
-        assert_eq!(out["ttlInDays"], json!(10));
-        assert!(patched(&doc, json!({"name": "other"}))
-            .unwrap_err()
-            .message
-            .contains("'name' is immutable"));
-        assert!(patched(&doc, json!({"expressActivation": true}))
-            .unwrap_err()
-            .message
-            .contains("'expressActivation'"));
-        assert!(patched(&doc, json!({"sourceSpec": {}}))
-            .unwrap_err()
-            .message
-            .contains("'sourceSpec'"));
-        assert!(patched(
-            &doc,
-            json!({"name": "Sample external audience", "description": "d"})
-        )
-        .is_ok());
+        assert_eq!(out.fields.len(), 5);
+        assert_eq!(
+            serde_json::to_value(&out.fields[2]).unwrap(),
+            json!({"name": "delete", "type": "long"})
+        );
+        assert_eq!(out.ttl_in_days, 10);
+        // null removes a field, or gives it its default.
+        let out = patched(json!({"description": null, "ttlInDays": null})).unwrap();
+        assert_eq!((out.description, out.ttl_in_days), (None, DEFAULT_TTL_DAYS));
+        for (patch, needle) in [
+            (json!({"name": "other"}), "'name' is immutable"),
+            (json!({"name": null}), "'name' is immutable"),
+            (json!({"expressActivation": true}), "'expressActivation'"),
+            (json!({"sourceSpec": {}}), "'sourceSpec'"),
+            (json!({"fields": null}), "'fields'"),
+            (json!({}), "at least one"),
+            (json!([]), "JSON object"),
+        ] {
+            let err = patched(patch).unwrap_err();
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
+        assert!(patched(json!({"name": "Sample external audience", "description": "d"})).is_ok());
+    }
+
+    #[test]
+    fn the_ups_audience_follows_the_definition() {
+        let spec = normalized(seed(), &Limits::default()).unwrap();
+        let now = Utc::now();
+        let ext = ExternalAudience {
+            id: Uuid::new_v4(),
+            name: spec.name.clone(),
+            custom_audience_id: None,
+            state: ExternalState::Creating,
+            spec: spec.clone(),
+            created_by: "creator".into(),
+            created_at: now,
+            updated_by: "creator".into(),
+            updated_at: now,
+            run_count: 0,
+            last_success_run_id: None,
+            profile_count: 0,
+            expires_at: None,
+            expired: false,
+        };
+        let ups = ext.ups_audience(now).unwrap();
+        let keys: Vec<&str> = ups.fields.doc.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "description",
+                "labels",
+                "ttlInDays",
+                "namespace",
+                "type",
+                "originName",
+                "lifecycleState",
+                "audienceId",
+                "metrics"
+            ]
+        );
+        assert_eq!(ups.fields.audience_id(), ext.id.to_string());
+        assert_eq!(ups.creation_time, now.timestamp_millis());
+        let patched = spec
+            .patched(
+                ExternalAudiencePatch::from_body(json!({"description": null, "ttlInDays": 9}))
+                    .unwrap(),
+                &Limits::default(),
+            )
+            .unwrap();
+        let fields = patched.ups_fields(&ups.fields);
+        assert!(fields.doc.get("description").is_none());
+        assert_eq!(fields.doc["ttlInDays"], 9);
+        let later = now + Duration::seconds(5);
+        let counted = with_profile_count(&ups, 3, false, later);
+        assert_eq!(counted.fields.doc["metrics"]["data"]["totalProfiles"], 3);
+        assert_eq!(counted.update_time, later.timestamp_millis());
+        assert_ne!(counted.etag, ups.etag);
+        assert_eq!(counted.last_modified_by, ups.last_modified_by);
     }
 
     #[test]
@@ -809,26 +1305,31 @@ mod tests {
     }
 
     #[test]
-    fn run_window_rules() {
+    fn meta_only_requests_are_checked_field_by_field() {
+        let doc = |body: Value| MetaOnlyRequest::from_body(body)?.ups_document();
+        let ok = doc(json!({"name": "n", "description": "", "namespace": "ns", "originName": "o"}))
+            .unwrap();
         assert_eq!(
-            run_window(&json!({"dataFilterStartTime": 764245635}), 2_000_000_000).unwrap(),
-            (764245635, 2_000_000_000)
+            ok,
+            json!({"name": "n", "namespace": "ns", "originName": "o", "type": "ExternalSegment", "lifecycleState": "published"})
         );
-        assert!(run_window(&json!({}), 10)
-            .unwrap_err()
-            .message
-            .contains("'dataFilterStartTime' is required"));
-        assert!(run_window(
-            &json!({"dataFilterStartTime": 10, "dataFilterEndTime": 5}),
-            10
-        )
-        .is_err());
-        assert!(run_window(&json!({"dataFilterStartTime": "x"}), 10).is_err());
-        assert_eq!(
-            run_list_params(None, None).unwrap(),
-            (20, RunSort::CreatedDesc)
-        );
-        assert!(run_list_params(Some("41"), None).is_err());
-        assert!(run_list_params(None, Some("updatedAt")).is_err());
+        for (body, needle) in [
+            (
+                json!({"namespace": "n", "originName": "o"}),
+                "'name' is required",
+            ),
+            (
+                json!({"name": 5, "namespace": "n", "originName": "o"}),
+                "'name'",
+            ),
+            (
+                json!({"name": "n", "namespace": " ", "originName": "o"}),
+                "'namespace'",
+            ),
+            (json!("text"), "JSON object"),
+        ] {
+            let err = doc(body).unwrap_err();
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
     }
 }

@@ -49,6 +49,20 @@ pub fn check_string_list(
     Ok(())
 }
 
+/// [`check_string_list`] of a list already known to hold strings.
+pub fn check_strings<S: AsRef<str>>(
+    field: &str,
+    items: &[S],
+    max_len: usize,
+    max_chars: usize,
+) -> Result<(), String> {
+    check_count(field, items.len(), max_len)?;
+    for (i, item) in items.iter().enumerate() {
+        check_chars(&format!("{field}[{i}]"), item.as_ref(), max_chars)?;
+    }
+    Ok(())
+}
+
 /// How deeply arrays and objects nest in `value`: 0 for a scalar, 1 for `{}` or `[1]`,
 /// 2 for `{"a": [1]}`.
 pub fn depth(value: &Value) -> usize {

@@ -1,26 +1,25 @@
 //! AIS use cases. Each request is one transaction; the asynchronous part (creating the UPS
 //! audience, ingesting files) is queued as a job in that same transaction and carried out by the
-//! worker (`crate::worker`).
+//! worker (`crate::worker`). Conflicts the store reports are answered here with the AIS codes.
 
-use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
     config::Limits,
     domain::{
-        audience::{self, Audience, EXTERNAL_SEGMENT},
+        audience::{self, Audience},
         clock::Clock,
-        external::{self, RunSort},
+        external::{
+            self, ExternalAudience, ExternalAudiencePatch, ExternalAudienceRequest,
+            ExternalAudienceSpec, MetaOnlyRequest, Operation,
+        },
+        job::JobKind,
+        run::{self, Run, RunDetails, RunKind, RunLimits, RunRequest, RunSort},
         Caller, Tenant,
     },
     error::{ApiError, Code},
-    storage::{
-        self,
-        ais::{ExternalRow, NewRun, OperationRow, RunRow},
-        jobs,
-    },
+    storage::{self, ais::NewRun, jobs, Conflict, StoreError},
 };
 
 use super::{audiences, retry};
@@ -34,8 +33,13 @@ pub struct AisConfig {
     pub limits: Limits,
 }
 
-pub fn epoch_ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
+impl AisConfig {
+    fn run_limits(&self) -> RunLimits {
+        RunLimits {
+            per_audience: self.runs_per_audience,
+            per_sandbox_per_day: self.runs_per_sandbox_per_day,
+        }
+    }
 }
 
 fn parse_uuid(id: &str, what: &str) -> Result<Uuid, ApiError> {
@@ -49,64 +53,32 @@ fn not_found(what: &str, id: &str) -> ApiError {
     )
 }
 
-fn parse_json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
+/// The AIS answer to a creation the store refused: a name or customAudienceId taken in the
+/// sandbox is 409.
+fn creation_refused(e: StoreError, spec: &ExternalAudienceSpec) -> ApiError {
+    let taken = |m: String| ApiError::new(Code::AisConflict, m);
+    match e {
+        StoreError::Conflict(Conflict::ExternalNameTaken) => taken(format!(
+            "An external audience named '{}' already exists in this sandbox.",
+            spec.name
+        )),
+        StoreError::Conflict(Conflict::ExternalCustomIdTaken) => taken(format!(
+            "An external audience with customAudienceId '{}' already exists in this sandbox.",
+            spec.custom_audience_id.as_deref().unwrap_or_default()
+        )),
+        other => other.into(),
+    }
 }
 
-/// Meta-only create: an `ExternalSegment` UPS audience, published, from
-/// `{name, description?, namespace, originName, audienceId?}`.
-pub async fn create_meta_only(
-    pool: &PgPool,
-    cfg: &AisConfig,
-    tenant: &Tenant,
-    caller: &Caller,
-    body: Value,
-) -> Result<Value, ApiError> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::ais_invalid(
-            "The request body must be a JSON object.",
-        ));
-    };
-    let mut doc = Map::new();
-    for (key, required) in [
-        ("name", true),
-        ("description", false),
-        ("namespace", true),
-        ("originName", true),
-        ("audienceId", false),
-    ] {
-        match body.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => {
-                doc.insert(key.into(), json!(s));
-            }
-            Some(Value::String(_)) if key == "description" => {}
-            None | Some(Value::Null) if !required => {}
-            None | Some(Value::Null) => {
-                return Err(ApiError::ais_invalid(format!("Field '{key}' is required.")))
-            }
-            Some(_) => {
-                return Err(ApiError::ais_invalid(format!(
-                    "Field '{key}' must be a non-empty string."
-                )))
-            }
+/// The AIS answer to a run the store refused: another one in progress is 422 (the database's
+/// last word on the check `RunKind::check_start` made).
+fn run_refused(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(Conflict::RunInProgress) => {
+            ApiError::new(Code::AisUnprocessable, run::RUN_IN_PROGRESS)
         }
+        other => other.into(),
     }
-    doc.insert("type".into(), json!(EXTERNAL_SEGMENT));
-    doc.insert("lifecycleState".into(), json!("published"));
-    let id = Uuid::new_v4();
-    let fields = audience::new_fields(Value::Object(doc), id).map_err(to_ais)?;
-    fields.check_bounds(&cfg.limits).map_err(to_ais)?;
-    let created = Audience::create(id, fields, caller, Vec::new());
-    let mut tx = pool.begin().await?;
-    storage::audiences::insert(&mut tx, tenant, &created)
-        .await
-        .map_err(|e| to_ais(audiences::write_refused(e, &created)))?;
-    tx.commit().await?;
-    Ok(json!({
-        "id": created.id,
-        "name": created.fields.name,
-        "audienceId": created.fields.audience_id(),
-    }))
 }
 
 /// UPS rule failures seen through AIS answer with AIS codes.
@@ -120,145 +92,113 @@ fn to_ais(e: ApiError) -> ApiError {
     }
 }
 
+/// Meta-only create: an `ExternalSegment` UPS audience, published, created at once.
+pub async fn create_meta_only(
+    pool: &PgPool,
+    cfg: &AisConfig,
+    tenant: &Tenant,
+    caller: &Caller,
+    request: MetaOnlyRequest,
+) -> Result<Audience, ApiError> {
+    let doc = request.ups_document()?;
+    let id = Uuid::new_v4();
+    let fields = audience::new_fields(doc, id).map_err(to_ais)?;
+    fields.check_bounds(&cfg.limits).map_err(to_ais)?;
+    let created = Audience::create(id, fields, caller, Vec::new(), cfg.clock.now());
+    let mut tx = pool.begin().await?;
+    storage::audiences::insert(&mut tx, tenant, &created)
+        .await
+        .map_err(|e| to_ais(audiences::write_refused(e, &created)))?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// What a create answers: the operation id and the normalised request.
+pub struct Accepted {
+    pub operation_id: Uuid,
+    pub spec: ExternalAudienceSpec,
+}
+
 /// Creates an external audience: reserves its name, records the operation and queues the job
-/// that creates the UPS audience. Answers the operation id and the normalised request.
+/// that creates the UPS audience.
 pub async fn create_external(
     pool: &PgPool,
     cfg: &AisConfig,
     tenant: &Tenant,
     caller: &Caller,
-    body: Value,
-) -> Result<Value, ApiError> {
-    let doc = external::normalize(body, &cfg.limits)?;
-    let name = doc["name"].as_str().unwrap_or_default().to_owned();
-    let custom = doc
-        .get("customAudienceId")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let details = Value::Object(doc).to_string();
+    request: ExternalAudienceRequest,
+) -> Result<Accepted, ApiError> {
+    let spec = external::normalize(request, &cfg.limits)?;
     let audience_id = Uuid::new_v4();
     let operation_id = Uuid::new_v4();
     let now = cfg.clock.now();
     let mut tx = pool.begin().await?;
-    storage::ais::insert_external(
-        &mut tx,
-        tenant,
-        audience_id,
-        &name,
-        custom.as_deref(),
-        &details,
-        caller,
-        now,
-    )
-    .await?;
+    storage::ais::insert_external(&mut tx, tenant, audience_id, &spec, caller, now)
+        .await
+        .map_err(|e| creation_refused(e, &spec))?;
     storage::ais::insert_operation(
         &mut tx,
         tenant,
         operation_id,
         audience_id,
-        &name,
-        &details,
+        &spec,
         caller,
         now,
     )
     .await?;
-    jobs::insert(
-        &mut tx,
-        tenant,
-        jobs::CREATE_AUDIENCE,
-        operation_id,
-        "create",
-        now,
-    )
-    .await?;
+    jobs::insert(&mut tx, tenant, JobKind::CreateAudience, operation_id, now).await?;
     tx.commit().await?;
-    Ok(json!({
-        "operationId": operation_id,
-        "operationDetails": parse_json(&details),
-    }))
+    Ok(Accepted { operation_id, spec })
 }
 
-fn render_operation(op: &OperationRow) -> Value {
-    let mut out = json!({
-        "operationId": op.id,
-        "status": op.status,
-        "operationDetails": parse_json(&op.details),
-        "audienceName": op.audience_name,
-        "createdBy": op.created_by,
-        "createdAt": epoch_ms(op.created_at),
-        "updatedBy": op.updated_by,
-        "updatedAt": epoch_ms(op.updated_at),
-    });
-    if op.status == "SUCCESS" {
-        out["audienceId"] = json!(op.audience_id);
-    }
-    if let Some(reason) = &op.reason {
-        out["reason"] = json!(reason);
-    }
-    out
-}
-
-pub async fn get_operation(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<Value, ApiError> {
+pub async fn get_operation(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Operation, ApiError> {
     let uuid = parse_uuid(id, "operation")?;
-    let op = storage::ais::get_operation(pool, tenant, uuid)
+    storage::ais::operation(pool, tenant, uuid)
         .await?
-        .ok_or_else(|| not_found("operation", id))?;
-    Ok(render_operation(&op))
+        .ok_or_else(|| not_found("operation", id))
 }
 
-/// An external audience as the API shows it: the normalised request plus what the server keeps.
-pub fn render_external(row: &ExternalRow) -> Value {
-    let mut out = Map::new();
-    out.insert("audienceId".into(), json!(row.id));
-    if let Value::Object(spec) = parse_json(&row.spec) {
-        out.extend(spec);
-    }
-    out.insert("createdBy".into(), json!(row.created_by));
-    out.insert("createdAt".into(), json!(epoch_ms(row.created_at)));
-    out.insert("updatedBy".into(), json!(row.updated_by));
-    out.insert("updatedAt".into(), json!(epoch_ms(row.updated_at)));
-    out.insert("profileCount".into(), json!(row.profile_count));
-    if let Some(run) = row.last_success_run_id {
-        out.insert("lastSuccessfulRunId".into(), json!(run));
-    }
-    if let Some(expires) = row.expires_at {
-        out.insert("dataExpiresAt".into(), json!(epoch_ms(expires)));
-        out.insert("dataExpired".into(), json!(row.expired));
-    }
-    Value::Object(out)
-}
-
-/// A ready external audience of the tenant, optionally locked.
+/// A ready external audience of the tenant (one still being created does not exist for the
+/// API), optionally locked.
 async fn ready_external(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: &str,
     lock: bool,
-) -> Result<ExternalRow, ApiError> {
+) -> Result<ExternalAudience, ApiError> {
     let uuid = parse_uuid(id, "external audience")?;
-    storage::ais::get_external(conn, tenant, uuid, lock)
-        .await?
-        .filter(|row| row.state == "ready")
+    let found = match lock {
+        true => storage::ais::lock_external(conn, tenant, uuid).await?,
+        false => storage::ais::external(conn, tenant, uuid).await?,
+    };
+    found
+        .filter(|e| e.state == external::ExternalState::Ready)
         .ok_or_else(|| not_found("external audience", id))
 }
 
-pub async fn get_external(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<Value, ApiError> {
+pub async fn get_external(
+    pool: &PgPool,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<ExternalAudience, ApiError> {
     let mut conn = pool.acquire().await?;
-    Ok(render_external(
-        &ready_external(&mut conn, tenant, id, false).await?,
-    ))
+    ready_external(&mut conn, tenant, id, false).await
 }
 
 /// PATCH: description, labels, fields (merged by name), ttlInDays. The UPS audience follows the
-/// description, labels and ttlInDays.
+/// definition (`ExternalAudienceSpec::copy_to_ups`).
 pub async fn patch_external(
     pool: &PgPool,
     cfg: &AisConfig,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
-    patch: Value,
-) -> Result<Value, ApiError> {
+    patch: ExternalAudiencePatch,
+) -> Result<ExternalAudience, ApiError> {
     retry::on_conflict(|| patch_external_once(pool, cfg, tenant, caller, id, patch.clone())).await
 }
 
@@ -269,36 +209,23 @@ async fn patch_external_once(
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
-    patch: Value,
-) -> Result<Value, ApiError> {
+    patch: ExternalAudiencePatch,
+) -> Result<ExternalAudience, ApiError> {
     let mut tx = pool.begin().await?;
-    let row = ready_external(&mut tx, tenant, id, true).await?;
-    let Value::Object(current) = parse_json(&row.spec) else {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "stored spec is not an object"
-        )));
-    };
-    let doc = external::patched(&current, patch, &cfg.limits)?;
+    let current = ready_external(&mut tx, tenant, id, true).await?;
+    let spec = current.spec.patched(patch, &cfg.limits)?;
     let now = cfg.clock.now();
-    let spec = Value::Object(doc.clone()).to_string();
-    storage::ais::update_spec(&mut tx, tenant, row.id, &spec, caller, now).await?;
-    if let Some(mut ups) = storage::audiences::lock(&mut tx, tenant, row.id).await? {
-        let mut fields = ups.fields.clone();
-        for key in ["description", "labels", "ttlInDays"] {
-            match doc.get(key) {
-                Some(v) => fields.doc.insert(key.into(), v.clone()),
-                None => fields.doc.remove(key),
-            };
-        }
-        let deps = ups.dependencies.clone();
-        ups = ups.updated(fields, caller, deps);
-        storage::audiences::update(&mut tx, tenant, &ups).await?;
+    storage::ais::update_spec(&mut tx, tenant, current.id, &spec, caller, now).await?;
+    if let Some(ups) = storage::audiences::lock(&mut tx, tenant, current.id).await? {
+        let fields = spec.ups_fields(&ups.fields);
+        let updated = ups.updated(fields, caller, ups.dependencies.clone(), now);
+        storage::audiences::update(&mut tx, tenant, &updated).await?;
     }
-    let updated = storage::ais::get_external(&mut tx, tenant, row.id, false)
+    let patched = storage::ais::external(&mut tx, tenant, current.id)
         .await?
         .ok_or_else(|| not_found("external audience", id))?;
     tx.commit().await?;
-    Ok(render_external(&updated))
+    Ok(patched)
 }
 
 /// Deletes an external audience and its UPS audience; its runs go with it, its members are swept
@@ -311,99 +238,39 @@ pub async fn delete_external(pool: &PgPool, tenant: &Tenant, id: &str) -> Result
     }
 }
 
-/// The stages of a run as first written: both pending.
-fn initial_details() -> Value {
-    json!([
-        {"stage": "DATASET_INGEST", "status": "PENDING", "flowRunId": Uuid::new_v4()},
-        {"stage": "PROFILE_STORE_INGEST", "status": "PENDING", "flowRunId": Uuid::new_v4()},
-    ])
-}
-
-pub fn render_run(run: &RunRow) -> Value {
-    let mut out = json!({
-        "runId": run.id,
-        "audienceId": run.audience_id,
-        "name": run.name,
-        "type": if run.kind == "extend" { "TTL_EXTENSION" } else { "INGESTION" },
-        "status": run.status,
-        "dataFilterStartTime": run.filter_start,
-        "dataFilterEndTime": run.filter_end,
-        "createdBy": run.created_by,
-        "createdAt": epoch_ms(run.created_at),
-        "updatedAt": epoch_ms(run.updated_at),
-        "details": parse_json(&run.details),
-    });
-    if let Some(m) = &run.message {
-        out["message"] = json!(m);
-    }
-    out
-}
-
-/// Starts a run (or, for extend-ttl, a re-ingestion) of a locked audience after the guardrails.
+/// Starts a run of a locked audience (a client's run, or the re-ingestion of extend-ttl) within
+/// the guardrails, and queues its job.
 #[allow(clippy::too_many_arguments)]
 async fn queue_run(
     tx: &mut PgConnection,
     cfg: &AisConfig,
     tenant: &Tenant,
     caller: &Caller,
-    row: &ExternalRow,
-    kind: &str,
+    audience: &ExternalAudience,
+    kind: RunKind,
     window: (i64, i64),
-    now: DateTime<Utc>,
-) -> Result<RunRow, ApiError> {
+) -> Result<Run, ApiError> {
+    let now = cfg.clock.now();
     storage::ais::lock_sandbox_runs(tx, tenant).await?;
-    let day_start = now
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map(|d| d.and_utc())
-        .unwrap_or(now);
-    let counts = storage::ais::run_counts(tx, tenant, row.id, day_start).await?;
-    let refuse = |m: String| Err(ApiError::new(Code::AisUnprocessable, m));
-    if counts.processing {
-        return refuse(
-            "Another run of this external audience is still PROCESSING; wait for it to end.".into(),
-        );
-    }
-    if kind == "run" {
-        if counts.for_audience >= cfg.runs_per_audience {
-            return refuse(format!(
-                "The external audience has reached its limit of {} runs.",
-                cfg.runs_per_audience
-            ));
-        }
-        if counts.in_sandbox_since >= cfg.runs_per_sandbox_per_day {
-            return refuse(format!(
-                "The sandbox has reached its limit of {} runs per UTC day.",
-                cfg.runs_per_sandbox_per_day
-            ));
-        }
-    }
+    let counts = storage::ais::run_counts(tx, tenant, audience.id, run::utc_day_start(now)).await?;
+    kind.check_start(&counts, &cfg.run_limits())?;
     let id = Uuid::new_v4();
-    let name = match kind {
-        "extend" => format!("{} ttl-extension {}", row.name, row.run_count + 1),
-        _ => format!("{} run {}", row.name, row.run_count + 1),
+    let name = kind.run_name(&audience.name, audience.run_count + 1);
+    let new = NewRun {
+        id,
+        audience_id: audience.id,
+        name: &name,
+        kind,
+        window,
+        details: &RunDetails::new(),
     };
-    let details = initial_details().to_string();
-    storage::ais::insert_run(
-        tx,
-        tenant,
-        &NewRun {
-            id,
-            audience_id: row.id,
-            name: &name,
-            kind,
-            filter_start: window.0,
-            filter_end: window.1,
-            details: &details,
-        },
-        caller,
-        now,
-    )
-    .await?;
-    jobs::insert(tx, tenant, jobs::INGEST, id, "dataset", now).await?;
-    storage::ais::get_run(tx, tenant, row.id, id)
+    storage::ais::insert_run(tx, tenant, &new, caller, now)
+        .await
+        .map_err(run_refused)?;
+    jobs::insert(tx, tenant, JobKind::Ingest, id, now).await?;
+    storage::ais::run(tx, tenant, audience.id, id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run vanished")))
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run {id} vanished")))
 }
 
 pub async fn start_run(
@@ -412,28 +279,37 @@ pub async fn start_run(
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
-    body: Value,
-) -> Result<Value, ApiError> {
-    let now = cfg.clock.now();
-    let window = external::run_window(&body, now.timestamp())?;
+    request: RunRequest,
+) -> Result<Run, ApiError> {
+    let window = request.window(cfg.clock.now().timestamp())?;
     retry::on_conflict(|| async {
         let mut tx = pool.begin().await?;
-        let row = ready_external(&mut tx, tenant, id, true).await?;
-        let run = queue_run(&mut tx, cfg, tenant, caller, &row, "run", window, now).await?;
+        let audience = ready_external(&mut tx, tenant, id, true).await?;
+        let run = queue_run(
+            &mut tx,
+            cfg,
+            tenant,
+            caller,
+            &audience,
+            RunKind::Ingestion,
+            window,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(render_run(&run))
+        Ok(run)
     })
     .await
 }
 
 /// Re-ingests the data of the last successful run, which restarts the TTL when it succeeds.
+/// Answers the audience.
 pub async fn extend_ttl(
     pool: &PgPool,
     cfg: &AisConfig,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
-) -> Result<Value, ApiError> {
+) -> Result<ExternalAudience, ApiError> {
     retry::on_conflict(|| extend_ttl_once(pool, cfg, tenant, caller, id)).await
 }
 
@@ -443,12 +319,11 @@ async fn extend_ttl_once(
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
-) -> Result<Value, ApiError> {
-    let now = cfg.clock.now();
+) -> Result<ExternalAudience, ApiError> {
     let mut tx = pool.begin().await?;
-    let row = ready_external(&mut tx, tenant, id, true).await?;
-    let last = match row.last_success_run_id {
-        Some(run_id) => storage::ais::get_run(&mut tx, tenant, row.id, run_id).await?,
+    let audience = ready_external(&mut tx, tenant, id, true).await?;
+    let last = match audience.last_success_run_id {
+        Some(run_id) => storage::ais::run(&mut tx, tenant, audience.id, run_id).await?,
         None => None,
     };
     let Some(last) = last else {
@@ -457,10 +332,18 @@ async fn extend_ttl_once(
             "The external audience has no successful run, so there is no data whose TTL could be extended.",
         ));
     };
-    let window = (last.filter_start, last.filter_end);
-    queue_run(&mut tx, cfg, tenant, caller, &row, "extend", window, now).await?;
+    queue_run(
+        &mut tx,
+        cfg,
+        tenant,
+        caller,
+        &audience,
+        RunKind::TtlExtension,
+        last.window,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(json!({ "audienceId": row.id, "name": row.name }))
+    Ok(audience)
 }
 
 pub async fn get_run(
@@ -468,35 +351,26 @@ pub async fn get_run(
     tenant: &Tenant,
     audience_id: &str,
     run_id: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Run, ApiError> {
     let mut conn = pool.acquire().await?;
-    let row = ready_external(&mut conn, tenant, audience_id, false).await?;
+    let audience = ready_external(&mut conn, tenant, audience_id, false).await?;
     let run_uuid = parse_uuid(run_id, "run")?;
-    let run = storage::ais::get_run(&mut conn, tenant, row.id, run_uuid)
+    storage::ais::run(&mut conn, tenant, audience.id, run_uuid)
         .await?
-        .ok_or_else(|| not_found("run", run_id))?;
-    Ok(render_run(&run))
+        .ok_or_else(|| not_found("run", run_id))
 }
 
+/// A page of an audience's runs and how many it has in all.
 pub async fn list_runs(
     pool: &PgPool,
     tenant: &Tenant,
     audience_id: &str,
     limit: i64,
     sort: RunSort,
-) -> Result<Value, ApiError> {
-    let row = {
+) -> Result<(Vec<Run>, i64), ApiError> {
+    let audience = {
         let mut conn = pool.acquire().await?;
         ready_external(&mut conn, tenant, audience_id, false).await?
     };
-    let (runs, total) = storage::ais::list_runs(pool, tenant, row.id, limit, sort).await?;
-    Ok(json!({
-        "runs": runs.iter().map(render_run).collect::<Vec<_>>(),
-        "_page": { "limit": limit, "count": runs.len(), "totalCount": total },
-    }))
-}
-
-/// How long data lives after a successful run.
-pub fn ttl_after(now: DateTime<Utc>, days: i64) -> DateTime<Utc> {
-    now + Duration::days(days)
+    Ok(storage::ais::list_runs(pool, tenant, audience.id, limit, sort).await?)
 }

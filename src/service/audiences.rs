@@ -14,6 +14,8 @@ use crate::{
     config::Limits,
     domain::{
         audience::{self, Audience, ClientFields},
+        clock::Clock,
+        external::ExternalState,
         lifecycle::Lifecycle,
         limits::check_chars,
         listing::ListQuery,
@@ -77,6 +79,7 @@ pub async fn get(pool: &PgPool, tenant: &Tenant, id: &str) -> Result<StoredAudie
 pub async fn create(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     body: Value,
@@ -86,7 +89,7 @@ pub async fn create(
     fields.check_bounds(limits)?;
     if !fields.has_references() {
         // Nothing else to read or update: the insert alone is the transaction.
-        let created = Audience::create(id, fields, caller, Vec::new());
+        let created = Audience::create(id, fields, caller, Vec::new(), clock.now());
         let mut conn = pool.acquire().await?;
         let body = storage::audiences::insert(&mut conn, tenant, &created)
             .await
@@ -96,7 +99,7 @@ pub async fn create(
             etag: created.etag,
         });
     }
-    retry::on_conflict(|| create_referencing(pool, tenant, caller, id, fields.clone())).await
+    retry::on_conflict(|| create_referencing(pool, clock, tenant, caller, id, fields.clone())).await
 }
 
 /// A create whose expression references other audiences: they are locked FOR UPDATE in id order
@@ -104,6 +107,7 @@ pub async fn create(
 /// both share-locking it and deadlocking when each upgrades to refresh its `dependents`).
 async fn create_referencing(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: Uuid,
@@ -112,7 +116,7 @@ async fn create_referencing(
     let mut tx = pool.begin().await?;
     storage::audiences::lock_ids(&mut tx, tenant, &referenced_ids(&fields)).await?;
     let dependencies = resolve_dependencies(&mut tx, tenant, id, &fields).await?;
-    let created = Audience::create(id, fields, caller, dependencies);
+    let created = Audience::create(id, fields, caller, dependencies, clock.now());
     let body = storage::audiences::insert(&mut tx, tenant, &created)
         .await
         .map_err(|e| write_refused(e, &created))?;
@@ -150,13 +154,14 @@ fn rows_to_lock(current: &Audience, fields: &ClientFields) -> Vec<Uuid> {
 pub async fn replace(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
     if_match: Option<IfMatch>,
     body: Value,
 ) -> Result<Written, ApiError> {
-    update_with(pool, tenant, caller, id, if_match, |current| {
+    update_with(pool, clock, tenant, caller, id, if_match, |current| {
         audience::replaced_fields(current, body.clone(), limits)
     })
     .await
@@ -166,13 +171,14 @@ pub async fn replace(
 pub async fn patch(
     pool: &PgPool,
     limits: &Limits,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
     if_match: Option<IfMatch>,
     ops: Value,
 ) -> Result<Written, ApiError> {
-    update_with(pool, tenant, caller, id, if_match, |current| {
+    update_with(pool, clock, tenant, caller, id, if_match, |current| {
         audience::patched_fields(current, tenant, ops.clone(), limits)
     })
     .await
@@ -187,6 +193,7 @@ const OPTIMISTIC_ATTEMPTS: usize = 32;
 /// Writes that involve other audiences (references, deactivation) lock the rows they check.
 async fn update_with(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -207,9 +214,9 @@ async fn update_with(
             || (fields.lifecycle == Lifecycle::Inactive
                 && current.fields.lifecycle != Lifecycle::Inactive);
         if involves_others {
-            return update_locked(pool, tenant, caller, id, if_match, change).await;
+            return update_locked(pool, clock, tenant, caller, id, if_match, change).await;
         }
-        let updated = current.updated(fields, caller, Vec::new());
+        let updated = current.updated(fields, caller, Vec::new(), clock.now());
         let mut conn = pool.acquire().await?;
         let written =
             storage::audiences::update_if_current(&mut conn, tenant, &updated, &current.etag)
@@ -223,7 +230,7 @@ async fn update_with(
         }
     }
     // Under extreme contention, fall back to waiting for the row lock.
-    update_locked(pool, tenant, caller, id, if_match, change).await
+    update_locked(pool, clock, tenant, caller, id, if_match, change).await
 }
 
 /// The locking path: the audience, those it references and those it will reference are locked
@@ -231,6 +238,7 @@ async fn update_with(
 /// about other audiences are checked against exactly what is committed with the write.
 async fn update_locked(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -241,7 +249,16 @@ async fn update_locked(
     let change = &change;
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         let written = retry::on_conflict(|| {
-            update_locked_once(pool, tenant, caller, id, uuid, if_match.as_ref(), change)
+            update_locked_once(
+                pool,
+                clock,
+                tenant,
+                caller,
+                id,
+                uuid,
+                if_match.as_ref(),
+                change,
+            )
         })
         .await?;
         if let Some(written) = written {
@@ -253,8 +270,10 @@ async fn update_locked(
 
 /// One try of [`update_locked`]; `None` when the audience changed between the read that chose
 /// the rows to lock and the lock, so that the write now needs other rows: read again.
+#[allow(clippy::too_many_arguments)]
 async fn update_locked_once(
     pool: &PgPool,
+    clock: &Clock,
     tenant: &Tenant,
     caller: &Caller,
     id: &str,
@@ -288,7 +307,7 @@ async fn update_locked_once(
     if fields.lifecycle == Lifecycle::Inactive && current.fields.lifecycle != Lifecycle::Inactive {
         ensure_no_live_dependents(&mut tx, tenant, uuid, "deactivated").await?;
     }
-    let updated = current.updated(fields, caller, dependencies);
+    let updated = current.updated(fields, caller, dependencies, clock.now());
     let body = storage::audiences::update(&mut tx, tenant, &updated)
         .await
         .map_err(|e| write_refused(e, &updated))?;
@@ -368,8 +387,12 @@ async fn delete_cascade_once(
 ) -> Result<Option<bool>, ApiError> {
     let mut tx = pool.begin().await?;
     // 3. The external audience, if the audience has one.
-    let external = storage::ais::get_external(&mut tx, tenant, id, true).await?;
-    if matches!(via, DeleteVia::Ais) && external.as_ref().is_none_or(|e| e.state != "ready") {
+    let external = storage::ais::lock_external(&mut tx, tenant, id).await?;
+    if matches!(via, DeleteVia::Ais)
+        && external
+            .as_ref()
+            .is_none_or(|e| e.state != ExternalState::Ready)
+    {
         return Ok(Some(false));
     }
     // 4. The audience and the audiences it references, in id order.

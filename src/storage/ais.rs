@@ -1,82 +1,109 @@
 //! SQL for external audiences, their operations, runs and members. Every function that touches
-//! tenant data takes the tenant first.
+//! one tenant's rows takes the tenant first; the maintenance sweep's functions work across
+//! tenants by design. Rows are decoded into the domain's types here: a state, a kind or a JSON
+//! document that does not decode is a fault of the store ([`StoreError::Corrupt`]). Reads named
+//! `lock_*` take the rows' locks (`FOR UPDATE`) until the transaction ends; the others take none.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use serde::de::DeserializeOwned;
+use sqlx::{postgres::PgRow, AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{jobs::Job, violated_constraint};
-use crate::{
-    domain::{external::RunSort, Caller, Sandbox, Tenant},
-    error::{ApiError, Code},
+use super::{jobs::Job, violated_constraint, Conflict, StoreError};
+use crate::domain::{
+    external::{ExternalAudience, ExternalAudienceSpec, Operation, OperationStatus},
+    run::{Run, RunCounts, RunDetails, RunKind, RunSort, RunStatus},
+    Caller, Sandbox, Tenant, UnknownName,
 };
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ExternalRow {
-    pub id: Uuid,
-    pub name: String,
-    pub custom_audience_id: Option<String>,
-    pub state: String,
-    pub spec: String,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_by: String,
-    pub updated_at: DateTime<Utc>,
-    pub run_count: i32,
-    pub last_success_run_id: Option<Uuid>,
-    pub profile_count: i64,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub expired: bool,
+/// A state or kind column, decoded.
+fn named<T: TryFrom<String, Error = UnknownName>>(
+    row: &PgRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    Ok(T::try_from(row.try_get::<String, _>(column)?)?)
+}
+
+/// A JSON column selected as text, decoded.
+fn document<T: DeserializeOwned>(row: &PgRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(anyhow::Error::new(e).context(format!("column {column}"))))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.into()))
 }
 
 const EXTERNAL_COLUMNS: &str = "id, name, custom_audience_id, state, spec::text AS spec, created_by,
     created_at, updated_by, updated_at, run_count, last_success_run_id, profile_count, expires_at, expired";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OperationRow {
-    pub id: Uuid,
-    pub audience_id: Uuid,
-    pub audience_name: String,
-    pub status: String,
-    pub details: String,
-    pub reason: Option<String>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_by: String,
-    pub updated_at: DateTime<Utc>,
+fn external_from(row: PgRow) -> Result<ExternalAudience, StoreError> {
+    Ok(ExternalAudience {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        custom_audience_id: row.try_get("custom_audience_id")?,
+        state: named(&row, "state")?,
+        spec: document(&row, "spec")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_by: row.try_get("updated_by")?,
+        updated_at: row.try_get("updated_at")?,
+        run_count: row.try_get("run_count")?,
+        last_success_run_id: row.try_get("last_success_run_id")?,
+        profile_count: row.try_get("profile_count")?,
+        expires_at: row.try_get("expires_at")?,
+        expired: row.try_get("expired")?,
+    })
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RunRow {
-    pub id: Uuid,
-    pub audience_id: Uuid,
-    pub name: String,
-    pub kind: String,
-    pub status: String,
-    pub filter_start: i64,
-    pub filter_end: i64,
-    pub details: String,
-    pub message: Option<String>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+const OPERATION_COLUMNS: &str = "id, audience_id, audience_name, status, details::text AS details,
+    reason, created_by, created_at, updated_by, updated_at";
+
+fn operation_from(row: PgRow) -> Result<Operation, StoreError> {
+    Ok(Operation {
+        id: row.try_get("id")?,
+        audience_id: row.try_get("audience_id")?,
+        audience_name: row.try_get("audience_name")?,
+        status: named(&row, "status")?,
+        details: document(&row, "details")?,
+        reason: row.try_get("reason")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_by: row.try_get("updated_by")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 const RUN_COLUMNS: &str = "id, audience_id, name, kind, status, filter_start, filter_end,
     details::text AS details, message, created_by, created_at, updated_at";
 
-/// Reserves an external audience (state `creating`). A taken name or customAudienceId is a 409.
-#[allow(clippy::too_many_arguments)]
+fn run_from(row: PgRow) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: row.try_get("id")?,
+        audience_id: row.try_get("audience_id")?,
+        name: row.try_get("name")?,
+        kind: named(&row, "kind")?,
+        status: named(&row, "status")?,
+        window: (row.try_get("filter_start")?, row.try_get("filter_end")?),
+        details: document(&row, "details")?,
+        message: row.try_get("message")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Reserves an external audience (state `creating`) under its name and customAudienceId, which
+/// are unique in the sandbox.
 pub async fn insert_external(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-    name: &str,
-    custom_audience_id: Option<&str>,
-    spec: &str,
+    spec: &ExternalAudienceSpec,
     caller: &Caller,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO external_audiences (id, sandbox_id, name, custom_audience_id, state, spec,
              created_by, created_at, updated_by, updated_at)
@@ -84,62 +111,74 @@ pub async fn insert_external(
     )
     .bind(id)
     .bind(tenant.sandbox_id())
-    .bind(name)
-    .bind(custom_audience_id)
-    .bind(spec)
+    .bind(&spec.name)
+    .bind(&spec.custom_audience_id)
+    .bind(to_json(spec)?)
     .bind(&caller.user_id)
     .bind(now)
     .execute(&mut *conn)
     .await
     .map_err(|e| match violated_constraint(&e) {
-        Some("external_audiences_name_key") => ApiError::new(
-            Code::AisConflict,
-            format!("An external audience named '{name}' already exists in this sandbox."),
-        ),
-        Some("external_audiences_custom_id_key") => ApiError::new(
-            Code::AisConflict,
-            format!(
-                "An external audience with customAudienceId '{}' already exists in this sandbox.",
-                custom_audience_id.unwrap_or_default()
-            ),
-        ),
+        Some("external_audiences_name_key") => StoreError::Conflict(Conflict::ExternalNameTaken),
+        Some("external_audiences_custom_id_key") => {
+            StoreError::Conflict(Conflict::ExternalCustomIdTaken)
+        }
         _ => e.into(),
     })?;
     Ok(())
 }
 
-pub async fn get_external(
+async fn read_external(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-    lock: bool,
-) -> sqlx::Result<Option<ExternalRow>> {
+    lock: &str,
+) -> Result<Option<ExternalAudience>, StoreError> {
     let sql = format!(
-        "SELECT {EXTERNAL_COLUMNS} FROM external_audiences WHERE sandbox_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
+        "SELECT {EXTERNAL_COLUMNS} FROM external_audiences WHERE sandbox_id = $1 AND id = $2{lock}"
     );
-    sqlx::query_as::<_, ExternalRow>(AssertSqlSafe(sql))
+    sqlx::query(AssertSqlSafe(sql))
         .bind(tenant.sandbox_id())
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
+        .await?
+        .map(external_from)
+        .transpose()
+}
+
+/// An external audience, in any state.
+pub async fn external(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<ExternalAudience>, StoreError> {
+    read_external(conn, tenant, id, "").await
+}
+
+/// An external audience, in any state, locked.
+pub async fn lock_external(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<ExternalAudience>, StoreError> {
+    read_external(conn, tenant, id, " FOR UPDATE").await
 }
 
 pub async fn update_spec(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-    spec: &str,
+    spec: &ExternalAudienceSpec,
     caller: &Caller,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE external_audiences SET spec = $3::json, updated_by = $4, updated_at = $5
          WHERE sandbox_id = $1 AND id = $2",
     )
     .bind(tenant.sandbox_id())
     .bind(id)
-    .bind(spec)
+    .bind(to_json(spec)?)
     .bind(&caller.user_id)
     .bind(now)
     .execute(&mut *conn)
@@ -147,7 +186,11 @@ pub async fn update_spec(
     Ok(())
 }
 
-pub async fn mark_ready(conn: &mut PgConnection, tenant: &Tenant, id: Uuid) -> sqlx::Result<()> {
+pub async fn mark_ready(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE external_audiences SET state = 'ready' WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)
@@ -163,7 +206,7 @@ pub async fn delete_external(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-) -> sqlx::Result<bool> {
+) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM external_audiences WHERE sandbox_id = $1 AND id = $2")
         .bind(tenant.sandbox_id())
         .bind(id)
@@ -172,17 +215,16 @@ pub async fn delete_external(
     Ok(done.rows_affected() == 1)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Records the creation operation of an external audience, `PROCESSING`.
 pub async fn insert_operation(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
     audience_id: Uuid,
-    audience_name: &str,
-    details: &str,
+    spec: &ExternalAudienceSpec,
     caller: &Caller,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO ais_operations (id, sandbox_id, audience_id, audience_name, status, details,
              created_by, created_at, updated_by, updated_at)
@@ -191,8 +233,8 @@ pub async fn insert_operation(
     .bind(id)
     .bind(tenant.sandbox_id())
     .bind(audience_id)
-    .bind(audience_name)
-    .bind(details)
+    .bind(&spec.name)
+    .bind(to_json(spec)?)
     .bind(&caller.user_id)
     .bind(now)
     .execute(&mut *conn)
@@ -200,20 +242,38 @@ pub async fn insert_operation(
     Ok(())
 }
 
-pub async fn get_operation(
+pub async fn operation(
     pool: &PgPool,
     tenant: &Tenant,
     id: Uuid,
-) -> sqlx::Result<Option<OperationRow>> {
-    sqlx::query_as(
-        "SELECT id, audience_id, audience_name, status, details::text AS details, reason,
-             created_by, created_at, updated_by, updated_at
-         FROM ais_operations WHERE sandbox_id = $1 AND id = $2",
-    )
+) -> Result<Option<Operation>, StoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OPERATION_COLUMNS} FROM ais_operations WHERE sandbox_id = $1 AND id = $2"
+    )))
     .bind(tenant.sandbox_id())
     .bind(id)
     .fetch_optional(pool)
-    .await
+    .await?
+    .map(operation_from)
+    .transpose()
+}
+
+/// The operation whose job creates an external audience, locked.
+pub async fn lock_operation(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<Operation>, StoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OPERATION_COLUMNS} FROM ais_operations WHERE sandbox_id = $1 AND id = $2
+         FOR UPDATE"
+    )))
+    .bind(tenant.sandbox_id())
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(operation_from)
+    .transpose()
 }
 
 /// Ends an operation; only one still `PROCESSING` changes.
@@ -221,29 +281,22 @@ pub async fn finish_operation(
     conn: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
-    status: &str,
+    status: OperationStatus,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE ais_operations SET status = $3, reason = $4, updated_at = $5, updated_by = 'ais-worker'
          WHERE sandbox_id = $1 AND id = $2 AND status = 'PROCESSING'",
     )
     .bind(tenant.sandbox_id())
     .bind(id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(reason)
     .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// What the guardrails need to know before a run starts.
-pub struct RunCounts {
-    pub processing: bool,
-    pub for_audience: i64,
-    pub in_sandbox_since: i64,
 }
 
 /// Counts runs for the guardrails. The caller holds the audience's row lock and the sandbox's
@@ -253,27 +306,28 @@ pub async fn run_counts(
     tenant: &Tenant,
     audience_id: Uuid,
     day_start: DateTime<Utc>,
-) -> sqlx::Result<RunCounts> {
-    let (processing, for_audience, in_sandbox_since): (bool, i64, i64) = sqlx::query_as(
+) -> Result<RunCounts, StoreError> {
+    let (processing, for_audience, in_sandbox_today): (bool, i64, i64) = sqlx::query_as(
         "SELECT
              EXISTS (SELECT 1 FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2 AND status = 'PROCESSING'),
-             (SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2 AND kind = 'run'),
-             (SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND kind = 'run' AND created_at >= $3)",
+             (SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2 AND kind = $4),
+             (SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND kind = $4 AND created_at >= $3)",
     )
     .bind(tenant.sandbox_id())
     .bind(audience_id)
     .bind(day_start)
+    .bind(RunKind::Ingestion.as_str())
     .fetch_one(&mut *conn)
     .await?;
     Ok(RunCounts {
         processing,
         for_audience,
-        in_sandbox_since,
+        in_sandbox_today,
     })
 }
 
 /// Serialises run creation within a sandbox until the transaction ends.
-pub async fn lock_sandbox_runs(conn: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<()> {
+pub async fn lock_sandbox_runs(conn: &mut PgConnection, tenant: &Tenant) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 4))")
         .bind(tenant.sandbox_id())
         .execute(&mut *conn)
@@ -285,21 +339,20 @@ pub struct NewRun<'a> {
     pub id: Uuid,
     pub audience_id: Uuid,
     pub name: &'a str,
-    pub kind: &'a str,
-    pub filter_start: i64,
-    pub filter_end: i64,
-    pub details: &'a str,
+    pub kind: RunKind,
+    pub window: (i64, i64),
+    pub details: &'a RunDetails,
 }
 
-/// Inserts a run (and counts it on its audience). A second run in progress is refused by the
-/// database as 422.
+/// Inserts a run, `PROCESSING`, and counts it on its audience. A second run in progress is
+/// refused by the database ([`Conflict::RunInProgress`]).
 pub async fn insert_run(
     conn: &mut PgConnection,
     tenant: &Tenant,
     run: &NewRun<'_>,
     caller: &Caller,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO ais_runs (id, sandbox_id, audience_id, name, kind, status, filter_start,
              filter_end, details, created_by, created_at, updated_at)
@@ -309,23 +362,17 @@ pub async fn insert_run(
     .bind(tenant.sandbox_id())
     .bind(run.audience_id)
     .bind(run.name)
-    .bind(run.kind)
-    .bind(run.filter_start)
-    .bind(run.filter_end)
-    .bind(run.details)
+    .bind(run.kind.as_str())
+    .bind(run.window.0)
+    .bind(run.window.1)
+    .bind(to_json(run.details)?)
     .bind(&caller.user_id)
     .bind(now)
     .execute(&mut *conn)
     .await
-    .map_err(|e| {
-        if violated_constraint(&e) == Some("ais_runs_one_processing") {
-            ApiError::new(
-                Code::AisUnprocessable,
-                "Another run of this external audience is still PROCESSING; wait for it to end.",
-            )
-        } else {
-            e.into()
-        }
+    .map_err(|e| match violated_constraint(&e) {
+        Some("ais_runs_one_processing") => StoreError::Conflict(Conflict::RunInProgress),
+        _ => e.into(),
     })?;
     sqlx::query(
         "UPDATE external_audiences SET run_count = run_count + 1 WHERE sandbox_id = $1 AND id = $2",
@@ -337,21 +384,40 @@ pub async fn insert_run(
     Ok(())
 }
 
-pub async fn get_run(
+/// A run of an audience.
+pub async fn run(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience_id: Uuid,
     run_id: Uuid,
-) -> sqlx::Result<Option<RunRow>> {
+) -> Result<Option<Run>, StoreError> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2 AND id = $3"
     );
-    sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
+    sqlx::query(AssertSqlSafe(sql))
         .bind(tenant.sandbox_id())
         .bind(audience_id)
         .bind(run_id)
         .fetch_optional(&mut *conn)
-        .await
+        .await?
+        .map(run_from)
+        .transpose()
+}
+
+/// A run by its id alone (the worker knows runs, not the audiences they belong to).
+pub async fn run_by_id(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    run_id: Uuid,
+) -> Result<Option<Run>, StoreError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM ais_runs WHERE sandbox_id = $1 AND id = $2");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant.sandbox_id())
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(run_from)
+        .transpose()
 }
 
 /// A page of an audience's runs and how many it has in all.
@@ -361,7 +427,7 @@ pub async fn list_runs(
     audience_id: Uuid,
     limit: i64,
     sort: RunSort,
-) -> sqlx::Result<(Vec<RunRow>, i64)> {
+) -> Result<(Vec<Run>, i64), StoreError> {
     let order = match sort {
         RunSort::CreatedAsc => "created_at ASC, id ASC",
         RunSort::CreatedDesc => "created_at DESC, id DESC",
@@ -372,19 +438,23 @@ pub async fn list_runs(
         "SELECT {RUN_COLUMNS} FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2
          ORDER BY {order} LIMIT $3"
     );
-    let rows = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
+    let runs = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant.sandbox_id())
         .bind(audience_id)
         .bind(limit)
         .fetch_all(pool)
-        .await?;
-    let (total,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2")
-            .bind(tenant.sandbox_id())
-            .bind(audience_id)
-            .fetch_one(pool)
-            .await?;
-    Ok((rows, total))
+        .await?
+        .into_iter()
+        .map(run_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ais_runs WHERE sandbox_id = $1 AND audience_id = $2",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(audience_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((runs, total))
 }
 
 /// Writes a run's details while it is in progress.
@@ -392,16 +462,16 @@ pub async fn update_run_details(
     conn: &mut PgConnection,
     tenant: &Tenant,
     run_id: Uuid,
-    details: &str,
+    details: &RunDetails,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE ais_runs SET details = $3::json, updated_at = $4
          WHERE sandbox_id = $1 AND id = $2 AND status = 'PROCESSING'",
     )
     .bind(tenant.sandbox_id())
     .bind(run_id)
-    .bind(details)
+    .bind(to_json(details)?)
     .bind(now)
     .execute(&mut *conn)
     .await?;
@@ -413,19 +483,19 @@ pub async fn finish_run(
     conn: &mut PgConnection,
     tenant: &Tenant,
     run_id: Uuid,
-    status: &str,
-    details: &str,
+    status: RunStatus,
+    details: &RunDetails,
     message: Option<&str>,
     now: DateTime<Utc>,
-) -> sqlx::Result<bool> {
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE ais_runs SET status = $3, details = $4::json, message = $5, updated_at = $6
          WHERE sandbox_id = $1 AND id = $2 AND status = 'PROCESSING'",
     )
     .bind(tenant.sandbox_id())
     .bind(run_id)
-    .bind(status)
-    .bind(details)
+    .bind(status.as_str())
+    .bind(to_json(details)?)
     .bind(message)
     .bind(now)
     .execute(&mut *conn)
@@ -454,7 +524,7 @@ pub async fn stage_members(
     job: &Job,
     run_id: Uuid,
     identities: &[String],
-) -> sqlx::Result<Staging> {
+) -> Result<Staging, StoreError> {
     let (ours, running): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL),
                 EXISTS (SELECT 1 FROM ais_runs
@@ -522,7 +592,7 @@ pub async fn move_staged_batch(
     run_id: Uuid,
     claim: Uuid,
     limit: i64,
-) -> sqlx::Result<Moved> {
+) -> Result<Moved, StoreError> {
     let (taken, stored): (i64, i64) = sqlx::query_as(
         "WITH run AS (
              SELECT id FROM ais_runs WHERE sandbox_id = $1 AND id = $3 AND audience_id = $2),
@@ -559,7 +629,7 @@ pub async fn switch_members(
     run_id: Uuid,
     profiles: i64,
     expires_at: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE external_audiences SET members_run_id = $3, last_success_run_id = $3,
              profile_count = $4, expires_at = $5, expired = false
@@ -575,19 +645,20 @@ pub async fn switch_members(
     Ok(())
 }
 
-/// Takes one audience whose data has expired, locked; returns its id and sandbox.
-pub async fn claim_expired(
+/// Locks one audience whose data has expired (skipping those another transaction holds);
+/// returns its id and sandbox.
+pub async fn lock_next_expired(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<(Uuid, Uuid)>> {
-    sqlx::query_as(
+) -> Result<Option<(Uuid, Uuid)>, StoreError> {
+    Ok(sqlx::query_as(
         "SELECT id, sandbox_id FROM external_audiences
          WHERE NOT expired AND expires_at <= $1
          ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
     .fetch_optional(&mut *conn)
-    .await
+    .await?)
 }
 
 /// Marks an audience's data expired: it has no members from now on (its member set is left to
@@ -596,7 +667,7 @@ pub async fn expire(
     conn: &mut PgConnection,
     tenant: &Tenant,
     audience_id: Uuid,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE external_audiences SET expired = true, profile_count = 0, members_run_id = NULL
          WHERE sandbox_id = $1 AND id = $2",
@@ -614,7 +685,7 @@ pub async fn purge_finished_operations(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
     limit: i64,
-) -> sqlx::Result<u64> {
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM ais_operations WHERE id IN (
              SELECT id FROM ais_operations WHERE status <> 'PROCESSING' AND updated_at < $1
@@ -642,8 +713,8 @@ pub async fn purge_finished_operations(
 pub async fn garbage_member_sets(
     conn: &mut PgConnection,
     limit: i64,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
-    sqlx::query_as(
+) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    Ok(sqlx::query_as(
         "WITH RECURSIVE sets (audience_id, run_id) AS (
              (SELECT audience_id, run_id FROM ais_members ORDER BY audience_id, run_id LIMIT 1)
              UNION ALL
@@ -660,15 +731,15 @@ pub async fn garbage_member_sets(
     )
     .bind(limit)
     .fetch_all(&mut *conn)
-    .await
+    .await?)
 }
 
 /// Staged sets nobody wants, at most `limit`.
 pub async fn garbage_staged_sets(
     conn: &mut PgConnection,
     limit: i64,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
-    sqlx::query_as(
+) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    Ok(sqlx::query_as(
         "WITH RECURSIVE sets (run_id, claim) AS (
              (SELECT run_id, claim FROM ais_staged_members ORDER BY run_id, claim LIMIT 1)
              UNION ALL
@@ -684,7 +755,7 @@ pub async fn garbage_staged_sets(
     )
     .bind(limit)
     .fetch_all(&mut *conn)
-    .await
+    .await?)
 }
 
 /// Deletes up to `limit` rows of a member set; returns how many.
@@ -693,7 +764,7 @@ pub async fn delete_member_rows(
     audience_id: Uuid,
     run_id: Uuid,
     limit: i64,
-) -> sqlx::Result<u64> {
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM ais_members WHERE ctid = ANY (ARRAY(
              SELECT ctid FROM ais_members WHERE audience_id = $1 AND run_id = $2 LIMIT $3))",
@@ -712,7 +783,7 @@ pub async fn delete_staged_rows(
     run_id: Uuid,
     claim: Uuid,
     limit: i64,
-) -> sqlx::Result<u64> {
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM ais_staged_members WHERE ctid = ANY (ARRAY(
              SELECT ctid FROM ais_staged_members WHERE run_id = $1 AND claim = $2 LIMIT $3))",
@@ -726,7 +797,10 @@ pub async fn delete_staged_rows(
 }
 
 /// The tenant a sandbox belongs to, for work that starts from a row rather than a request.
-pub async fn tenant_of(conn: &mut PgConnection, sandbox_id: Uuid) -> sqlx::Result<Option<Tenant>> {
+pub async fn tenant_of(
+    conn: &mut PgConnection,
+    sandbox_id: Uuid,
+) -> Result<Option<Tenant>, StoreError> {
     let row: Option<(String, String, String, bool)> = sqlx::query_as(
         "SELECT org_id, name, sandbox_type, is_default FROM sandboxes WHERE sandbox_id = $1",
     )
@@ -744,37 +818,6 @@ pub async fn tenant_of(conn: &mut PgConnection, sandbox_id: Uuid) -> sqlx::Resul
             },
         )
     }))
-}
-
-/// A run by its id alone (the worker knows runs, not the audiences they belong to).
-pub async fn get_run_by_id(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    run_id: Uuid,
-) -> sqlx::Result<Option<RunRow>> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM ais_runs WHERE sandbox_id = $1 AND id = $2");
-    sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
-        .bind(tenant.sandbox_id())
-        .bind(run_id)
-        .fetch_optional(&mut *conn)
-        .await
-}
-
-/// The operation whose job creates an external audience, by id, on a connection.
-pub async fn get_operation_on(
-    conn: &mut PgConnection,
-    tenant: &Tenant,
-    id: Uuid,
-) -> sqlx::Result<Option<OperationRow>> {
-    sqlx::query_as(
-        "SELECT id, audience_id, audience_name, status, details::text AS details, reason,
-             created_by, created_at, updated_by, updated_at
-         FROM ais_operations WHERE sandbox_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tenant.sandbox_id())
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
 }
 
 #[cfg(test)]

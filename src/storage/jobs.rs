@@ -9,20 +9,22 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::Tenant;
+use super::StoreError;
+use crate::domain::{
+    job::{JobKind, JobStep},
+    Tenant,
+};
 
-pub const CREATE_AUDIENCE: &str = "create_audience";
-pub const INGEST: &str = "ingest";
-/// Every job kind (the CHECK on `ais_jobs.kind`).
-pub const KINDS: [&str; 2] = [CREATE_AUDIENCE, INGEST];
-
+/// A claimed job: what a worker holds while it carries out one step.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: Uuid,
     pub sandbox_id: Uuid,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub target_id: Uuid,
-    pub step: String,
+    #[sqlx(try_from = "String")]
+    pub step: JobStep,
     pub attempts: i32,
     pub claim: Uuid,
     pub staged_claim: Option<Uuid>,
@@ -36,24 +38,23 @@ const JOB_COLUMNS: &str =
 /// Sandboxes looked at per claim, least recently served first.
 const FAIR_CANDIDATES: i64 = 8;
 
-/// Queues a job in the caller's transaction, due now.
+/// Queues a job at its kind's first step in the caller's transaction, due now.
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: &Tenant,
-    kind: &str,
+    kind: JobKind,
     target_id: Uuid,
-    step: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO ais_jobs (id, sandbox_id, kind, target_id, step, run_after, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
     .bind(Uuid::new_v4())
     .bind(tenant.sandbox_id())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(target_id)
-    .bind(step)
+    .bind(kind.first_step().as_str())
     .bind(now)
     .execute(&mut *conn)
     .await?;
@@ -68,7 +69,7 @@ pub async fn claim(
     worker: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> sqlx::Result<Option<Job>> {
+) -> Result<Option<Job>, StoreError> {
     let sandboxes: Vec<Uuid> = sqlx::query_scalar(
         "SELECT d.sandbox_id FROM (
              SELECT DISTINCT sandbox_id FROM ais_jobs
@@ -97,7 +98,7 @@ async fn claim_in(
     worker: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> sqlx::Result<Option<Job>> {
+) -> Result<Option<Job>, StoreError> {
     let sql = format!(
         "WITH claimed AS (
              UPDATE ais_jobs SET claim = $1, locked_by = $2, locked_until = $4,
@@ -115,18 +116,19 @@ async fn claim_in(
              ON CONFLICT (sandbox_id) DO UPDATE SET turn = EXCLUDED.turn)
          SELECT {JOB_COLUMNS} FROM claimed"
     );
-    sqlx::query_as::<_, Job>(AssertSqlSafe(sql))
+    Ok(sqlx::query_as::<_, Job>(AssertSqlSafe(sql))
         .bind(Uuid::new_v4())
         .bind(worker)
         .bind(now)
         .bind(lease_until)
         .bind(sandbox_id)
         .fetch_optional(pool)
-        .await
+        .await?)
 }
 
-/// Locks a job for the closing transaction of a step; `false` when the claim is no longer ours.
-pub async fn hold(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
+/// Locks a job for a transaction of its step, if the claim is still the worker's; `false` when
+/// it is not (the lease ran out and another worker took the job over, or it ended).
+pub async fn lock_claimed(conn: &mut PgConnection, job: &Job) -> Result<bool, StoreError> {
     let row: Option<(Uuid,)> = sqlx::query_as(
         "SELECT id FROM ais_jobs WHERE id = $1 AND claim = $2 AND done_at IS NULL FOR UPDATE",
     )
@@ -144,8 +146,8 @@ pub async fn add_members_stored(
     job: &Job,
     stored: i64,
     lease_until: DateTime<Utc>,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
         "UPDATE ais_jobs SET members_stored = members_stored + $2, locked_until = $3
          WHERE id = $1 RETURNING members_stored",
     )
@@ -153,7 +155,7 @@ pub async fn add_members_stored(
     .bind(stored)
     .bind(lease_until)
     .fetch_one(&mut *conn)
-    .await
+    .await?)
 }
 
 /// Extends the lease; `false` when the claim is no longer ours.
@@ -161,7 +163,7 @@ pub async fn renew(
     conn: &mut PgConnection,
     job: &Job,
     lease_until: DateTime<Utc>,
-) -> sqlx::Result<bool> {
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE ais_jobs SET locked_until = $3 WHERE id = $1 AND claim = $2 AND done_at IS NULL",
     )
@@ -177,17 +179,17 @@ pub async fn renew(
 pub async fn advance(
     conn: &mut PgConnection,
     job: &Job,
-    step: &str,
+    step: JobStep,
     staged_claim: Option<Uuid>,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE ais_jobs SET step = $2, staged_claim = $3, attempts = 0, members_stored = 0,
              claim = NULL, locked_by = NULL, locked_until = NULL, run_after = $4, last_error = NULL
          WHERE id = $1",
     )
     .bind(job.id)
-    .bind(step)
+    .bind(step.as_str())
     .bind(staged_claim)
     .bind(now)
     .execute(&mut *conn)
@@ -196,7 +198,11 @@ pub async fn advance(
 }
 
 /// Marks a held job done; `error` is the internal cause when it was given up.
-pub async fn finish(conn: &mut PgConnection, job: &Job, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn finish(
+    conn: &mut PgConnection,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     finish_with(conn, job, now, None).await
 }
 
@@ -205,7 +211,7 @@ pub async fn finish_with(
     job: &Job,
     now: DateTime<Utc>,
     error: Option<&str>,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE ais_jobs SET done_at = $2, claim = NULL, locked_by = NULL, locked_until = NULL,
              last_error = coalesce($3, last_error)
@@ -226,7 +232,7 @@ pub async fn retry_later(
     job: &Job,
     run_after: DateTime<Utc>,
     error: &str,
-) -> sqlx::Result<()> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE ais_jobs SET run_after = $3, last_error = $4,
              claim = NULL, locked_by = NULL, locked_until = NULL
@@ -246,7 +252,7 @@ pub async fn purge_finished(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
     limit: i64,
-) -> sqlx::Result<u64> {
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM ais_jobs WHERE id IN (
              SELECT id FROM ais_jobs WHERE done_at < $1 ORDER BY done_at LIMIT $2)",
@@ -260,7 +266,7 @@ pub async fn purge_finished(
 
 /// Forgets when sandboxes without open jobs were last served (they come first when they have
 /// work again, which is what an idle tenant deserves).
-pub async fn purge_idle_turns(conn: &mut PgConnection) -> sqlx::Result<u64> {
+pub async fn purge_idle_turns(conn: &mut PgConnection) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM ais_job_turns t WHERE NOT EXISTS (
              SELECT 1 FROM ais_jobs j WHERE j.sandbox_id = t.sandbox_id AND j.done_at IS NULL)",
@@ -273,7 +279,7 @@ pub async fn purge_idle_turns(conn: &mut PgConnection) -> sqlx::Result<u64> {
 /// Hands a claimed job back, due as before and without counting an attempt (the claim's is given
 /// back): the process is shutting down, so another one may take the job at once instead of
 /// waiting for the lease.
-pub async fn release(pool: &PgPool, job: &Job) -> sqlx::Result<bool> {
+pub async fn release(pool: &PgPool, job: &Job) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE ais_jobs SET claim = NULL, locked_by = NULL, locked_until = NULL,
              attempts = greatest(attempts - 1, 0)
@@ -289,7 +295,8 @@ pub async fn release(pool: &PgPool, job: &Job) -> sqlx::Result<bool> {
 /// Open jobs of one kind, for the metrics.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobStats {
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     /// Due and not held by a live lease.
     pub queued: i64,
     /// Held by a live lease.
@@ -301,8 +308,11 @@ pub struct JobStats {
 }
 
 /// Counts the open jobs by kind (reads the `ais_jobs_due` partial index's rows only).
-pub async fn stats(conn: &mut PgConnection, now: DateTime<Utc>) -> sqlx::Result<Vec<JobStats>> {
-    sqlx::query_as(
+pub async fn stats(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobStats>, StoreError> {
+    Ok(sqlx::query_as(
         "SELECT kind,
              count(*) FILTER (WHERE run_after <= $1 AND (locked_until IS NULL OR locked_until < $1)) AS queued,
              count(*) FILTER (WHERE locked_until >= $1) AS running,
@@ -315,5 +325,5 @@ pub async fn stats(conn: &mut PgConnection, now: DateTime<Utc>) -> sqlx::Result<
     )
     .bind(now)
     .fetch_all(&mut *conn)
-    .await
+    .await?)
 }

@@ -7,7 +7,7 @@ use rand::RngCore;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::violated_constraint;
+use super::{violated_constraint, StoreError};
 use crate::domain::{
     landing::{self, Credential},
     Tenant,
@@ -36,7 +36,7 @@ const ZONE_COLUMNS: &str = "sandbox_id, account_name, credential_id, credential_
 
 /// The signing key, created by the first caller. Concurrent first callers agree on one key: the
 /// insert does nothing when another won, and the read sees the winner's committed row.
-pub async fn secret(pool: &PgPool) -> sqlx::Result<Vec<u8>> {
+pub async fn secret(pool: &PgPool) -> Result<Vec<u8>, StoreError> {
     let mut fresh = vec![0u8; 32];
     rand::rng().fill_bytes(&mut fresh);
     sqlx::query(
@@ -45,14 +45,20 @@ pub async fn secret(pool: &PgPool) -> sqlx::Result<Vec<u8>> {
     .bind(&fresh)
     .execute(pool)
     .await?;
-    sqlx::query_scalar("SELECT secret FROM landing_secret WHERE id = 1")
-        .fetch_one(pool)
-        .await
+    Ok(
+        sqlx::query_scalar("SELECT secret FROM landing_secret WHERE id = 1")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// The tenant's zone, created with a fresh account name and credential when it has none. An
 /// account name already taken (vanishingly rare) is drawn again.
-pub async fn zone(pool: &PgPool, tenant: &Tenant, now: DateTime<Utc>) -> sqlx::Result<Credential> {
+pub async fn zone(
+    pool: &PgPool,
+    tenant: &Tenant,
+    now: DateTime<Utc>,
+) -> Result<Credential, StoreError> {
     if let Some(zone) = find(pool, tenant).await? {
         return Ok(zone);
     }
@@ -73,16 +79,19 @@ pub async fn zone(pool: &PgPool, tenant: &Tenant, now: DateTime<Utc>) -> sqlx::R
         match inserted {
             Ok(_) => {}
             Err(e) if violated_constraint(&e) == Some("landing_zones_account_name_key") => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         if let Some(zone) = find(pool, tenant).await? {
             return Ok(zone);
         }
     }
-    Err(sqlx::Error::RowNotFound)
+    Err(StoreError::Corrupt(anyhow::anyhow!(
+        "no landing zone for sandbox {} after five account names were drawn",
+        tenant.sandbox_id()
+    )))
 }
 
-async fn find(pool: &PgPool, tenant: &Tenant) -> sqlx::Result<Option<Credential>> {
+async fn find(pool: &PgPool, tenant: &Tenant) -> Result<Option<Credential>, StoreError> {
     let row: Option<ZoneRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ZONE_COLUMNS} FROM landing_zones WHERE sandbox_id = $1"
     )))
@@ -100,7 +109,7 @@ pub async fn rotate(
     tenant: &Tenant,
     now: DateTime<Utc>,
     only_if_expired: bool,
-) -> sqlx::Result<Option<Credential>> {
+) -> Result<Option<Credential>, StoreError> {
     let row: Option<ZoneRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE landing_zones
             SET credential_id = $2, credential_expires_at = $3, rotated_at = $4
@@ -118,7 +127,10 @@ pub async fn rotate(
 }
 
 /// The zone a storage account name routes to, if any.
-pub async fn zone_by_account(pool: &PgPool, account: &str) -> sqlx::Result<Option<Credential>> {
+pub async fn zone_by_account(
+    pool: &PgPool,
+    account: &str,
+) -> Result<Option<Credential>, StoreError> {
     let row: Option<ZoneRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ZONE_COLUMNS} FROM landing_zones WHERE account_name = $1"
     )))
@@ -130,9 +142,14 @@ pub async fn zone_by_account(pool: &PgPool, account: &str) -> sqlx::Result<Optio
 
 /// The account name of the tenant's zone, for the worker; `None` when the sandbox never asked for
 /// one (its zone is then empty).
-pub async fn account_of(conn: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT account_name FROM landing_zones WHERE sandbox_id = $1")
-        .bind(tenant.sandbox_id())
-        .fetch_optional(conn)
-        .await
+pub async fn account_of(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT account_name FROM landing_zones WHERE sandbox_id = $1")
+            .bind(tenant.sandbox_id())
+            .fetch_optional(conn)
+            .await?,
+    )
 }

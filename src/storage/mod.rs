@@ -3,14 +3,14 @@
 //! A function that reads or writes one tenant's rows takes the tenant right after its connection
 //! (`conn, tenant, ..`) and filters by its sandbox, so no query can forget it. The others work
 //! across tenants by design: the sandbox registry (`sandboxes`), the job queue (`jobs`, whose jobs
-//! carry their sandbox), the maintenance passes over every tenant (`ais::claim_expired`, the purges
-//! and the sweep of bulk rows), and the look-ups that find the tenant of a row or of a landing-zone
-//! account (`ais::tenant_of`, `landing::zone_by_account`) or read the server's own key
-//! (`landing::secret`).
+//! carry their sandbox), the maintenance passes over every tenant (`ais::lock_next_expired`, the
+//! purges and the sweep of bulk rows), and the look-ups that find the tenant of a row or of a
+//! landing-zone account (`ais::tenant_of`, `landing::zone_by_account`) or read the server's own
+//! key (`landing::secret`).
 //!
 //! Reads named `lock*` lock the rows they read (`FOR UPDATE`, or `FOR SHARE` where said) until the
-//! transaction ends; reads with plain names lock nothing. A worker's `claim*` and `jobs::hold` lock
-//! the rows they take (`FOR UPDATE`, `SKIP LOCKED` for claims).
+//! transaction ends; reads with plain names lock nothing. A worker's `jobs::claim` locks the job
+//! it takes (`FOR UPDATE SKIP LOCKED`).
 
 pub mod ais;
 pub mod audiences;
@@ -140,8 +140,20 @@ pub enum Conflict {
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode into its type is a fault of the store, not of the database.
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(e)
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.into())
+            }
+            e => StoreError::Db(e),
+        }
+    }
+}
+
+impl From<crate::domain::UnknownName> for StoreError {
+    fn from(e: crate::domain::UnknownName) -> Self {
+        StoreError::Corrupt(e.into())
     }
 }
 

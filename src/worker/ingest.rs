@@ -14,12 +14,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::{json, Value};
-
 use crate::{
     domain::{
-        external::{FieldType, IngestSpec, SourceKind},
+        external::{Field, FieldType, SourceKind, SourceParams},
         landing::parse_blob_name,
+        run::{Counts, RowError},
     },
     landing::{FileInfo, Kind, Zone, ZoneError},
 };
@@ -62,28 +61,6 @@ impl Default for IngestLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowError {
-    pub file: String,
-    pub row: u64,
-    pub column: Option<String>,
-    pub reason: String,
-}
-
-impl RowError {
-    pub fn to_json(&self) -> Value {
-        json!({"file": self.file, "row": self.row, "column": self.column, "reason": self.reason})
-    }
-}
-
-/// Counts so far, sent with every batch so progress is visible while a run processes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts {
-    pub read: u64,
-    pub good: u64,
-    pub bad: u64,
-}
-
 /// The outcome of a scan. `failure` says why the stage failed (missing header column, unreadable
 /// file); a scan without failure may still have no good row.
 #[derive(Debug, Default)]
@@ -104,16 +81,16 @@ pub struct Scan {
 /// there: the zone is the whole world of a run.
 pub fn select_files(
     zone: Option<Zone>,
-    spec: &IngestSpec,
+    source: &SourceParams,
     window: (i64, i64),
 ) -> Result<(Zone, Vec<String>), String> {
-    let shown = format!("{}/{}", spec.source.cloud_dir, spec.source.path);
+    let shown = format!("{}/{}", source.cloud_dir(), source.path);
     let missing = || format!("The source path '{shown}' cannot be read: it does not exist.");
     let name = parse_blob_name(&shown).map_err(|rule| {
         format!("The source path '{shown}' is not a valid name in the landing zone: {rule}.")
     })?;
     let zone = zone.ok_or_else(missing)?;
-    let candidates: Vec<(String, FileInfo)> = match spec.source.kind {
+    let candidates: Vec<(String, FileInfo)> = match source.kind {
         SourceKind::File => match zone.entry(&name) {
             Ok(Kind::File(info)) => vec![(name.to_string(), info)],
             Ok(Kind::Folder) => return Err(format!("The source path '{shown}' is not a file.")),
@@ -311,7 +288,7 @@ fn overrun(e: &csv::Error) -> Option<Overrun> {
 pub fn scan_files(
     files: &[String],
     zone: &Zone,
-    spec: &IngestSpec,
+    fields: &[Field],
     limits: IngestLimits,
     sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
 ) -> Scan {
@@ -346,7 +323,7 @@ pub fn scan_files(
             scan.failure = Some(bytes_bound_message(shown, limits));
             return scan;
         }
-        scan_reader(file, shown, spec, limits, &mut scan, sink);
+        scan_reader(file, shown, fields, limits, &mut scan, sink);
         if scan.failure.is_some() || scan.cancelled {
             return scan;
         }
@@ -358,155 +335,208 @@ pub fn scan_files(
 pub fn scan_reader<R: Read>(
     reader: R,
     name: &str,
-    spec: &IngestSpec,
+    fields: &[Field],
     limits: IngestLimits,
     scan: &mut Scan,
     sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
 ) {
-    let record_start = Rc::new(Cell::new(0u64));
-    let mut csv = csv::ReaderBuilder::new()
-        .flexible(true)
-        .buffer_capacity(READ_BUFFER)
-        .from_reader(Bounded {
-            inner: reader,
-            delivered: 0,
-            record_start: record_start.clone(),
-            max_record: limits.max_record_bytes,
-            budget: limits.max_bytes.saturating_sub(scan.bytes),
-        });
-    // Whatever way the scan of this file ends, the bytes it read count for the run.
-    let bytes_before = scan.bytes;
-    let header = csv.byte_headers().cloned();
-    let read_failure = |scan: &mut Scan, e: &csv::Error, row: Option<u64>| {
+    let mut file = FileScan::open(reader, name, limits, scan.bytes);
+    match file.header(fields) {
+        Ok(columns) => file.rows(&columns, scan, sink),
+        Err(failure) => {
+            scan.failure = Some(failure);
+            scan.bytes = file.bytes_read();
+        }
+    }
+}
+
+/// A declared field as the scan checks it: where it is in the header.
+struct Column<'a> {
+    index: usize,
+    name: &'a str,
+    field_type: FieldType,
+    identity: bool,
+}
+
+/// The scan of one file: a CSV reader over the bounded input.
+struct FileScan<'a, R: Read> {
+    csv: csv::Reader<Bounded<R>>,
+    /// Where the record being parsed started, for the record bound.
+    record_start: Rc<Cell<u64>>,
+    name: &'a str,
+    limits: IngestLimits,
+    /// Bytes of the run's earlier files: whatever way the scan of this file ends, the bytes it
+    /// read count for the run.
+    bytes_before: u64,
+}
+
+impl<'a, R: Read> FileScan<'a, R> {
+    fn open(reader: R, name: &'a str, limits: IngestLimits, bytes_before: u64) -> Self {
+        let record_start = Rc::new(Cell::new(0u64));
+        let csv = csv::ReaderBuilder::new()
+            .flexible(true)
+            .buffer_capacity(READ_BUFFER)
+            .from_reader(Bounded {
+                inner: reader,
+                delivered: 0,
+                record_start: record_start.clone(),
+                max_record: limits.max_record_bytes,
+                budget: limits.max_bytes.saturating_sub(bytes_before),
+            });
+        FileScan {
+            csv,
+            record_start,
+            name,
+            limits,
+            bytes_before,
+        }
+    }
+
+    /// Bytes of the run's files read so far, this one included.
+    fn bytes_read(&self) -> u64 {
+        self.bytes_before + self.csv.position().byte()
+    }
+
+    /// Reads the header and finds every declared field in it; `Err` says why the file cannot be
+    /// read (a read error, a bound, a field the header lacks).
+    fn header<'f>(&mut self, fields: &'f [Field]) -> Result<Vec<Column<'f>>, String> {
+        let header = match self.csv.byte_headers().cloned() {
+            Ok(h) => h,
+            Err(e) => return Err(self.read_failure(&e, None)),
+        };
+        self.record_start.set(self.csv.position().byte());
+        // Header names are compared in place: a header of a million empty names costs no more
+        // memory than its record.
+        let position_of =
+            |field: &str| (0..header.len()).find(|&i| with_header_name(&header, i, |n| n == field));
+        let missing: Vec<String> = fields
+            .iter()
+            .filter(|f| position_of(&f.name).is_none())
+            .map(|f| clip(&f.name))
+            .collect();
+        if !missing.is_empty() {
+            let shown: Vec<String> = (0..header.len().min(ECHO_HEADER_NAMES + 1))
+                .map(|i| header_name(&header, i))
+                .collect();
+            return Err(format!(
+                "The header of '{}' lacks the declared field(s) {}; it has {}.",
+                self.name,
+                missing.join(", "),
+                header_for_message(&shown, header.len())
+            ));
+        }
+        Ok(fields
+            .iter()
+            .map(|f| Column {
+                index: position_of(&f.name).unwrap_or(0),
+                name: &f.name,
+                field_type: f.field_type,
+                identity: f.identity_ns.is_some(),
+            })
+            .collect())
+    }
+
+    /// Reads the data rows: counts them, samples the bad ones, hands the identities of the good
+    /// ones to `sink` in batches.
+    fn rows(
+        &mut self,
+        columns: &[Column<'_>],
+        scan: &mut Scan,
+        sink: &mut dyn FnMut(Vec<String>, &Counts) -> bool,
+    ) {
+        let width = self.csv.byte_headers().map(|h| h.len()).unwrap_or(0);
+        let identity_index = columns
+            .iter()
+            .find(|c| c.identity)
+            .map_or(columns[0].index, |c| c.index);
+        let mut record = csv::ByteRecord::new();
+        let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+        let mut row: u64 = 0;
+        loop {
+            let read = self.csv.read_byte_record(&mut record);
+            scan.bytes = self.bytes_read();
+            match read {
+                Ok(false) => break,
+                Ok(true) => self.record_start.set(self.csv.position().byte()),
+                Err(e) => {
+                    scan.failure = Some(self.read_failure(&e, Some(row)));
+                    return;
+                }
+            }
+            if scan.counts.read >= self.limits.max_rows {
+                scan.failure = Some(format!(
+                    "The run has more than INGEST_MAX_ROWS_PER_RUN ({}) data rows; row {} of '{}' passes that bound.",
+                    self.limits.max_rows,
+                    row + 1,
+                    self.name
+                ));
+                return;
+            }
+            row += 1;
+            scan.counts.read += 1;
+            match check_row(&record, width, columns) {
+                Ok(()) => {
+                    scan.counts.good += 1;
+                    let id = String::from_utf8_lossy(&record[identity_index])
+                        .trim()
+                        .to_owned();
+                    batch.push(id);
+                }
+                Err((column, reason)) => {
+                    scan.counts.bad += 1;
+                    if scan.errors.len() < MAX_SAMPLE {
+                        scan.errors.push(RowError {
+                            file: self.name.to_owned(),
+                            row,
+                            column,
+                            reason,
+                        });
+                    }
+                }
+            }
+            // Every BATCH rows, good or bad, the sink hears from the scan (with a possibly empty
+            // batch), so progress shows and the lease is renewed even through runs of bad rows.
+            if batch.len() >= BATCH || row.is_multiple_of(BATCH as u64) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if !sink(full, &scan.counts) {
+                    scan.cancelled = true;
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() && !sink(batch, &scan.counts) {
+            scan.cancelled = true;
+        }
+    }
+
+    /// Why reading stopped at the header (`row` None) or after data row `row`: a bound the
+    /// reader refused to pass, or a read error whose cause goes to the log only.
+    fn read_failure(&self, e: &csv::Error, row: Option<u64>) -> String {
+        let name = self.name;
         let at = match row {
             None => format!("The header of '{name}'"),
             Some(row) => format!("Row {} of '{name}'", row + 1),
         };
-        scan.failure = Some(match overrun(e) {
+        match overrun(e) {
             Some(Overrun::Record) => format!(
                 "{at} is longer than INGEST_MAX_RECORD_BYTES ({} bytes); an unbalanced quote makes the rest of a file one record.",
-                limits.max_record_bytes
+                self.limits.max_record_bytes
             ),
-            Some(Overrun::Bytes) => bytes_bound_message(name, limits),
+            Some(Overrun::Bytes) => bytes_bound_message(name, self.limits),
             None => {
                 tracing::warn!(file = name, error = %e, "CSV read failed");
                 match row {
-                    None => format!("The file '{name}' cannot be read (the cause is in the server log)."),
+                    None => format!(
+                        "The file '{name}' cannot be read (the cause is in the server log)."
+                    ),
                     Some(row) => format!(
                         "The file '{name}' cannot be read after row {row} (the cause is in the server log)."
                     ),
                 }
             }
-        });
-    };
-    let header = match header {
-        Ok(h) => h,
-        Err(e) => {
-            read_failure(scan, &e, None);
-            return;
         }
-    };
-    record_start.set(csv.position().byte());
-    // Header names are compared in place: a header of a million empty names costs no more
-    // memory than its record.
-    let name_at = |i: usize| header_name(&header, i);
-    let position_of =
-        |field: &str| (0..header.len()).find(|&i| with_header_name(&header, i, |n| n == field));
-    let missing: Vec<String> = spec
-        .fields
-        .iter()
-        .filter(|f| position_of(&f.name).is_none())
-        .map(|f| clip(&f.name))
-        .collect();
-    if !missing.is_empty() {
-        let shown: Vec<String> = (0..header.len().min(ECHO_HEADER_NAMES + 1))
-            .map(name_at)
-            .collect();
-        scan.failure = Some(format!(
-            "The header of '{name}' lacks the declared field(s) {}; it has {}.",
-            missing.join(", "),
-            header_for_message(&shown, header.len())
-        ));
-        scan.bytes = bytes_before + csv.position().byte();
-        return;
-    }
-    let columns: Vec<(usize, &str, FieldType, bool)> = spec
-        .fields
-        .iter()
-        .map(|f| {
-            (
-                position_of(&f.name).unwrap_or(0),
-                f.name.as_str(),
-                f.field_type,
-                f.identity_ns.is_some(),
-            )
-        })
-        .collect();
-    let identity_index = columns
-        .iter()
-        .find(|c| c.3)
-        .map(|c| c.0)
-        .unwrap_or(columns[0].0);
-    let mut record = csv::ByteRecord::new();
-    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
-    let mut row: u64 = 0;
-    loop {
-        let read = csv.read_byte_record(&mut record);
-        scan.bytes = bytes_before + csv.position().byte();
-        match read {
-            Ok(false) => break,
-            Ok(true) => record_start.set(csv.position().byte()),
-            Err(e) => {
-                read_failure(scan, &e, Some(row));
-                return;
-            }
-        }
-        if scan.counts.read >= limits.max_rows {
-            scan.failure = Some(format!(
-                "The run has more than INGEST_MAX_ROWS_PER_RUN ({}) data rows; row {} of '{name}' passes that bound.",
-                limits.max_rows,
-                row + 1
-            ));
-            return;
-        }
-        row += 1;
-        scan.counts.read += 1;
-        match check_row(&record, header.len(), &columns) {
-            Ok(()) => {
-                scan.counts.good += 1;
-                let id = String::from_utf8_lossy(&record[identity_index])
-                    .trim()
-                    .to_owned();
-                batch.push(id);
-            }
-            Err((column, reason)) => {
-                scan.counts.bad += 1;
-                if scan.errors.len() < MAX_SAMPLE {
-                    scan.errors.push(RowError {
-                        file: name.to_owned(),
-                        row,
-                        column,
-                        reason,
-                    });
-                }
-            }
-        }
-        // Every BATCH rows, good or bad, the sink hears from the scan (with a possibly empty
-        // batch), so progress shows and the lease is renewed even through runs of bad rows.
-        if batch.len() >= BATCH || row.is_multiple_of(BATCH as u64) {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if !sink(full, &scan.counts) {
-                scan.cancelled = true;
-                return;
-            }
-        }
-    }
-    if !batch.is_empty() && !sink(batch, &scan.counts) {
-        scan.cancelled = true;
     }
 }
-
-type Column<'a> = (usize, &'a str, FieldType, bool);
 
 fn check_row(
     record: &csv::ByteRecord,
@@ -522,30 +552,21 @@ fn check_row(
             ),
         ));
     }
-    for (index, name, ty, identity) in columns {
-        let raw = &record[*index];
-        let Ok(value) = std::str::from_utf8(raw) else {
-            return Err((Some((*name).to_owned()), "not valid UTF-8".into()));
+    for column in columns {
+        let refuse = |reason: String| Err((Some(column.name.to_owned()), reason));
+        let Ok(value) = std::str::from_utf8(&record[column.index]) else {
+            return refuse("not valid UTF-8".into());
         };
-        if *identity && value.trim().is_empty() {
-            return Err((
-                Some((*name).to_owned()),
-                "the identity value is empty".into(),
-            ));
+        if column.identity && value.trim().is_empty() {
+            return refuse("the identity value is empty".into());
         }
         // PostgreSQL text cannot hold U+0000.
-        if *identity && value.contains('\0') {
-            return Err((
-                Some((*name).to_owned()),
-                "the identity value contains a NUL character".into(),
-            ));
+        if column.identity && value.contains('\0') {
+            return refuse("the identity value contains a NUL character".into());
         }
-        ty.check(value).map_err(|reason| {
-            (
-                Some((*name).to_owned()),
-                format!("'{}' is {reason}", clip(value)),
-            )
-        })?;
+        if let Err(reason) = column.field_type.check(value) {
+            return refuse(format!("'{}' is {reason}", clip(value)));
+        }
     }
     Ok(())
 }
@@ -553,14 +574,13 @@ fn check_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::external::{Field, Source};
 
     const LIMITS: IngestLimits = IngestLimits::DEFAULT;
 
     fn scan_with(data: &[u8], limits: IngestLimits) -> (Scan, Vec<String>) {
         let mut scan = Scan::default();
         let mut got = Vec::new();
-        scan_reader(data, "f.csv", &spec(), limits, &mut scan, &mut |b, _| {
+        scan_reader(data, "f.csv", &fields(), limits, &mut scan, &mut |b, _| {
             got.extend(b);
             true
         });
@@ -630,7 +650,7 @@ mod tests {
         scan_reader(
             &mut reader,
             "q.csv",
-            &spec(),
+            &fields(),
             record_bound(100_000),
             &mut scan,
             &mut |_, _| true,
@@ -679,7 +699,7 @@ mod tests {
         scan_reader(
             &data[..],
             "a.csv",
-            &spec(),
+            &fields(),
             rows(4),
             &mut scan,
             &mut |_, _| true,
@@ -687,7 +707,7 @@ mod tests {
         scan_reader(
             &data[..],
             "b.csv",
-            &spec(),
+            &fields(),
             rows(4),
             &mut scan,
             &mut |_, _| true,
@@ -726,27 +746,21 @@ mod tests {
         assert_eq!(clip(&"é".repeat(65)), format!("{}…", "é".repeat(64)));
     }
 
-    fn spec() -> IngestSpec {
-        IngestSpec {
-            fields: vec![
-                Field {
-                    name: "email".into(),
-                    field_type: FieldType::String,
-                    identity_ns: Some("email".into()),
-                },
-                Field {
-                    name: "score".into(),
-                    field_type: FieldType::Integer,
-                    identity_ns: None,
-                },
-            ],
-            source: Source {
-                path: "x.csv".into(),
-                kind: SourceKind::File,
-                cloud_dir: "DLZ".into(),
+    fn fields() -> Vec<Field> {
+        vec![
+            Field {
+                name: "email".into(),
+                field_type: FieldType::String,
+                identity_ns: Some("email".into()),
+                labels: None,
             },
-            ttl_in_days: 30,
-        }
+            Field {
+                name: "score".into(),
+                field_type: FieldType::Integer,
+                identity_ns: None,
+                labels: None,
+            },
+        ]
     }
 
     #[test]
@@ -757,7 +771,7 @@ mod tests {
         scan_reader(
             data.as_bytes(),
             "f.csv",
-            &spec(),
+            &fields(),
             LIMITS,
             &mut scan,
             &mut |b, _| {
@@ -792,7 +806,7 @@ mod tests {
         scan_reader(
             data.as_bytes(),
             "f.csv",
-            &spec(),
+            &fields(),
             LIMITS,
             &mut scan,
             &mut |b, counts| {
@@ -813,7 +827,7 @@ mod tests {
         scan_reader(
             "email,other\na,b\n".as_bytes(),
             "f.csv",
-            &spec(),
+            &fields(),
             LIMITS,
             &mut scan,
             &mut |_, _| true,
@@ -865,7 +879,7 @@ mod tests {
         scan_reader(
             &mut reader,
             "big.csv",
-            &spec(),
+            &fields(),
             LIMITS,
             &mut scan,
             &mut |b, _| {

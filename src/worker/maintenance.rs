@@ -68,7 +68,7 @@ impl Worker {
     async fn expire_one(&self) -> anyhow::Result<bool> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let Some((id, sandbox_id)) = storage::ais::claim_expired(&mut tx, now).await? else {
+        let Some((id, sandbox_id)) = storage::ais::lock_next_expired(&mut tx, now).await? else {
             return Ok(false);
         };
         let tenant = storage::ais::tenant_of(&mut tx, sandbox_id)

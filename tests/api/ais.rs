@@ -1,278 +1,18 @@
 //! AIS over HTTP: meta-only create, external audiences, operations, runs that really read CSV
-//! files from a landing folder, TTL, guardrails. The worker is disabled in the server and driven
-//! step by step from the tests.
+//! files from a landing zone, TTL, guardrails. The worker is disabled in the server and driven
+//! step by step from the tests (the harness is `helpers::ais`).
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::{Duration as StdDuration, SystemTime},
-};
+use std::{io::Write, path::Path, time::Duration as StdDuration, time::SystemTime};
 
-use audience_server::{
-    config::{DbTimeouts, Settings},
-    domain::clock::Clock,
-    storage,
-    worker::{Worker, WorkerConfig},
-};
+use audience_server::worker::Worker;
 use chrono::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-
-pub const META_ACCEPT: &str = "application/vnd.adobe.external.audiences+json; version=2";
-
-/// A server with its worker off, a landing folder of its own and an adjustable clock shared with
-/// the workers the test makes. `zone` is the container folder of the default tenant's landing
-/// zone, where `write` drops files as someone with a shell on a single-team server would.
-pub struct Ais {
-    pub app: TestApp,
-    pub landing: PathBuf,
-    pub zone: PathBuf,
-    pub clock: Clock,
-}
-
-static NEXT_LANDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl Ais {
-    pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}).await
-    }
-
-    pub async fn spawn_with(tweak: impl FnOnce(&mut audience_server::config::Settings)) -> Self {
-        let landing = std::env::temp_dir().join(format!(
-            "ais-landing-{}-{}",
-            std::process::id(),
-            NEXT_LANDING.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&landing);
-        std::fs::create_dir_all(&landing).unwrap();
-        let clock = Clock::adjustable();
-        let (l, c) = (landing.clone(), clock.clone());
-        let app = TestApp::spawn_with(move |s| {
-            s.landing_dir = Some(l);
-            s.worker_enabled = false;
-            s.clock = c;
-            tweak(s);
-        })
-        .await;
-        let zone = zone_folder(&app, &landing).await;
-        Ais {
-            app,
-            landing,
-            zone,
-            clock,
-        }
-    }
-
-    /// A worker on the same database, landing folder and clock.
-    pub async fn worker(&self, id: &str) -> Worker {
-        self.worker_with(id, |_| {}).await
-    }
-
-    /// A worker with its configuration adjusted by `tweak`.
-    pub async fn worker_with(&self, id: &str, tweak: impl FnOnce(&mut WorkerConfig)) -> Worker {
-        let pool = storage::connect(&self.app.database_url, 3, &DbTimeouts::none())
-            .await
-            .unwrap();
-        let mut cfg = WorkerConfig {
-            id: id.into(),
-            landing_dir: self.landing.clone(),
-            landing_ttl: StdDuration::from_secs(7 * 24 * 3600),
-            clock: self.clock.clone(),
-            lease: Duration::seconds(30),
-            max_attempts: 5,
-            poll: StdDuration::from_millis(20),
-            ..WorkerConfig::from_settings(&Settings::for_database(&self.app.database_url))
-        };
-        tweak(&mut cfg);
-        Worker::new(pool, cfg)
-    }
-
-    pub fn ais(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.app.request(method, &format!("/data/core/ais{path}"))
-    }
-
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut req = self.ais(method, path);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.unwrap()
-    }
-
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        status: u16,
-    ) -> Value {
-        let res = self.send(method, path, body).await;
-        let got = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        assert_eq!(got, status, "{path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// Writes a file as `<cloud>/<path>` in the default tenant's landing zone.
-    pub fn write(&self, cloud: &str, path: &str, content: &str) -> PathBuf {
-        let full = self.zone.join(cloud).join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, content).unwrap();
-        full
-    }
-
-    /// Asks for an external audience (202); its operationId.
-    pub async fn accept(&self, body: Value) -> String {
-        let accepted = self
-            .json(Method::POST, "/external-audience/", Some(body), 202)
-            .await;
-        accepted["operationId"].as_str().unwrap().to_owned()
-    }
-
-    /// Creates an external audience and lets the worker finish the operation; its audienceId.
-    pub async fn ready_audience(&self, worker: &Worker, body: Value) -> String {
-        let accepted = self
-            .json(Method::POST, "/external-audience/", Some(body), 202)
-            .await;
-        let op_id = accepted["operationId"].as_str().unwrap().to_owned();
-        assert!(worker.run_once().await.unwrap());
-        let op = self
-            .json(
-                Method::GET,
-                &format!("/external-audience/operations/{op_id}"),
-                None,
-                200,
-            )
-            .await;
-        assert_eq!(op["status"], "SUCCESS", "{op}");
-        op["audienceId"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn start_run(&self, audience: &str, body: Value) -> Value {
-        self.json(
-            Method::POST,
-            &format!("/external-audience/{audience}/runs"),
-            Some(body),
-            200,
-        )
-        .await
-    }
-
-    pub async fn run(&self, audience: &str, run: &Value) -> Value {
-        let id = run["runId"].as_str().unwrap();
-        self.json(
-            Method::GET,
-            &format!("/external-audience/{audience}/runs/{id}"),
-            None,
-            200,
-        )
-        .await
-    }
-
-    /// The audience's members: the rows of the member set it points at.
-    pub async fn members(&self, audience: &str) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM ais_members m JOIN external_audiences a
-                 ON a.id = m.audience_id AND a.members_run_id = m.run_id
-             WHERE a.id = $1::uuid",
-        )
-        .bind(audience)
-        .fetch_one(&self.app.pool)
-        .await
-        .unwrap()
-    }
-
-    /// Member rows of every set of any audience, wanted or not.
-    pub async fn member_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM ais_members")
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-    }
-
-    /// Staged identity rows of every run, of any audience.
-    pub async fn staged_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM ais_staged_members")
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-    }
-
-    pub async fn ups_metrics(&self, audience: &str) -> Value {
-        let res = self.app.get_audience(audience).await;
-        assert_eq!(res.status(), 200);
-        let body: Value = res.json().await.unwrap();
-        body["metrics"].clone()
-    }
-}
-
-impl Drop for Ais {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.landing);
-    }
-}
-
-/// The container folder of the app's default tenant's landing zone, as the credentials name it:
-/// `<LANDING_DIR>/<storageAccountName>/dlz-user-container`.
-pub async fn zone_folder(app: &TestApp, landing: &Path) -> PathBuf {
-    let res = app
-        .request(
-            Method::GET,
-            "/data/foundation/connectors/landingzone/credentials?type=user_drop_zone",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let creds: Value = res.json().await.unwrap();
-    let account = creds["storageAccountName"].as_str().unwrap();
-    let folder = landing.join(account).join("dlz-user-container");
-    assert!(
-        folder.is_dir(),
-        "the zone's folder exists once credentials are issued"
-    );
-    folder
-}
-
-/// The tutorial's create request, reading `path` (a file under DLZ).
-pub fn tutorial_body(path: &str) -> Value {
-    json!({
-        "name": "Sample external audience",
-        "description": "A sample version of an external audience",
-        "fields": [
-            {"name": "ppid", "type": "string", "identityNs": "email"},
-            {"name": "list_id", "type": "string", "labels": ["core/C2", "custom/deep"]},
-            {"name": "delete", "type": "number"},
-            {"name": "process_consent", "type": "string"}
-        ],
-        "sourceSpec": {"params": {
-            "path": path,
-            "type": "file",
-            "sourceType": "Cloud Storage",
-            "baseConnectionId": "1d1d4bc5-b527-46a3-9863-530246a61b2b"
-        }},
-        "ttlInDays": "40",
-        "labels": ["core/C1"],
-        "audienceType": "people",
-        "originName": "CUSTOM_UPLOAD"
-    })
-}
-
-pub fn named(path: &str, name: &str) -> Value {
-    let mut b = tutorial_body(path);
-    b["name"] = json!(name);
-    b
-}
-
-pub const TUTORIAL_CSV: &str = "ppid,list_id,delete,process_consent\n\
-a@example.com,l1,0,yes\n\
-b@example.com,l1,1,yes\n\
-a@example.com,l2,0,no\n\
-c@example.com,l1,not-a-number,yes\n\
-,l1,0,yes\n\
-d@example.com,l3,2.5,yes\n";
+use crate::helpers::{
+    ais::{named, run_in_child, tutorial_body, vm_hwm_kb, Ais, META_ACCEPT, TUTORIAL_CSV},
+    *,
+};
 
 #[tokio::test]
 async fn the_tutorial_works_as_written() {
@@ -377,14 +117,7 @@ async fn the_tutorial_works_as_written() {
 
     // The profile count is readable through UPS and on the external audience.
     assert_eq!(t.ups_metrics(&audience).await["data"]["totalProfiles"], 3);
-    let ext = t
-        .json(
-            Method::GET,
-            &format!("/external-audience/{audience}"),
-            None,
-            200,
-        )
-        .await;
+    let ext = t.external(&audience).await;
     assert_eq!(ext["profileCount"], 3);
     assert_eq!(ext["lastSuccessfulRunId"], run["runId"]);
 
@@ -505,203 +238,85 @@ async fn meta_only_create() {
     assert_error(res, 409, "100950-409").await;
 }
 
+fn drop_field(body: &mut Value, key: &str) {
+    body.as_object_mut().unwrap().remove(key);
+}
+
 #[tokio::test]
 async fn every_create_rule_is_a_400_naming_the_field() {
     let t = Ais::spawn().await;
-    let base = tutorial_body("a/b.csv");
-    let cases: Vec<(Value, &str)> = vec![
+    type Edit = fn(&mut Value);
+    let cases: Vec<(Edit, &str)> = vec![
+        (|b| drop_field(b, "name"), "'name' is required"),
+        (|b| b["name"] = json!(" "), "'name'"),
+        (|b| b["fields"] = json!([]), "'fields'"),
+        (|b| drop_field(b, "fields"), "'fields' is required"),
+        (|b| b["fields"] = json!({"name": "ppid"}), "'fields'"),
         (
-            json!({"description": "no name", "fields": base["fields"], "sourceSpec": base["sourceSpec"], "originName": "CUSTOM_UPLOAD"}),
-            "'name'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["fields"] = json!([]);
-                b
-            },
-            "'fields'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b.as_object_mut().unwrap().remove("fields");
-                b
-            },
-            "'fields' is required",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["fields"][2]["type"] = json!("float");
-                b
-            },
+            |b| b["fields"][2]["type"] = json!("float"),
             "'fields[2].type'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["fields"][1]["identityNs"] = json!("crm");
-                b
-            },
+            |b| b["fields"][1]["identityNs"] = json!("crm"),
             "exactly one",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["fields"][1]["name"] = json!("ppid");
-                b
-            },
+            |b| b["fields"][1]["name"] = json!("ppid"),
             "'fields[1].name'",
         ),
+        (|b| drop_field(b, "sourceSpec"), "'sourceSpec'"),
         (
-            {
-                let mut b = base.clone();
-                b.as_object_mut().unwrap().remove("sourceSpec");
-                b
-            },
-            "'sourceSpec'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]["path"] = json!("Example CSV File.csv");
-                b
-            },
+            |b| b["sourceSpec"]["params"]["path"] = json!("Example CSV File.csv"),
             "'sourceSpec.params.path'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]["path"] = json!("../../etc/passwd");
-                b
-            },
+            |b| b["sourceSpec"]["params"]["path"] = json!("../../etc/passwd"),
             "'sourceSpec.params.path'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("path");
-                b
-            },
+            |b| b["sourceSpec"]["params"] = json!({"type": "file"}),
             "'sourceSpec.params.path' is required",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]["type"] = json!("bucket");
-                b
-            },
+            |b| b["sourceSpec"]["params"]["type"] = json!("bucket"),
             "'sourceSpec.params.type'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]["sourceType"] = json!("Database");
-                b
-            },
+            |b| b["sourceSpec"]["params"]["sourceType"] = json!("Database"),
             "'sourceSpec.params.sourceType'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"]["params"]["cloudType"] = json!("Dropbox");
-                b
-            },
+            |b| b["sourceSpec"]["params"]["cloudType"] = json!("Dropbox"),
             "'sourceSpec.params.cloudType'",
         ),
         (
-            {
-                let mut b = base.clone();
-                b["sourceSpec"] = json!({"path": "a.csv", "cloudType": "GCS"});
-                b
-            },
+            |b| b["sourceSpec"] = json!({"path": "a.csv", "cloudType": "GCS"}),
             "'sourceSpec.baseConnectionId'",
         ),
-        (
-            {
-                let mut b = base.clone();
-                b["ttlInDays"] = json!(0);
-                b
-            },
-            "'ttlInDays'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["ttlInDays"] = json!("91");
-                b
-            },
-            "'ttlInDays'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["audienceType"] = json!("accounts");
-                b
-            },
-            "'audienceType'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b.as_object_mut().unwrap().remove("originName");
-                b
-            },
-            "'originName' is required",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["originName"] = json!("AAM");
-                b
-            },
-            "'originName'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["labels"] = json!([1]);
-                b
-            },
-            "'labels'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["tags"] = json!("t");
-                b
-            },
-            "'tags'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["expressActivation"] = json!(1);
-                b
-            },
-            "'expressActivation'",
-        ),
-        (
-            {
-                let mut b = base.clone();
-                b["customAudienceId"] = json!("");
-                b
-            },
-            "'customAudienceId'",
-        ),
-        (json!([1, 2]), "JSON object"),
+        (|b| b["ttlInDays"] = json!(0), "'ttlInDays'"),
+        (|b| b["ttlInDays"] = json!("91"), "'ttlInDays'"),
+        (|b| b["audienceType"] = json!("accounts"), "'audienceType'"),
+        (|b| drop_field(b, "originName"), "'originName' is required"),
+        (|b| b["originName"] = json!("AAM"), "'originName'"),
+        (|b| b["labels"] = json!([1]), "'labels[0]'"),
+        (|b| b["tags"] = json!("t"), "'tags'"),
+        (|b| b["expressActivation"] = json!(1), "'expressActivation'"),
+        (|b| b["customAudienceId"] = json!(""), "'customAudienceId'"),
+        (|b| *b = json!([1, 2]), "JSON object"),
     ];
-    for (body, needle) in cases {
-        let res = t
-            .send(Method::POST, "/external-audience", Some(body.clone()))
-            .await;
+    for (edit, needle) in cases {
+        let mut body = tutorial_body("a/b.csv");
+        edit(&mut body);
+        let res = t.send(Method::POST, "/external-audience", Some(body)).await;
         let msg = assert_error(res, 400, "100910-400").await;
         assert!(msg.contains(needle), "{needle} not in: {msg}");
     }
+    let mut flat = tutorial_body("a/b.csv");
+    drop_field(&mut flat["sourceSpec"], "params");
+    flat["sourceSpec"]["path"] = json!(7);
+    let res = t.send(Method::POST, "/external-audience", Some(flat)).await;
+    let msg = assert_error(res, 400, "100910-400").await;
+    assert!(msg.starts_with("Field 'sourceSpec.path': "), "{msg}");
     let res = t
         .ais(Method::POST, "/external-audience")
         .header("Content-Type", "application/json")
@@ -710,20 +325,18 @@ async fn every_create_rule_is_a_400_naming_the_field() {
         .await
         .unwrap();
     assert_error(res, 400, "100910-400").await;
-    // Nothing was written by any of them.
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM external_audiences")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 0);
 
-    // Duplicates: same name, or same customAudienceId, even before the worker ran.
-    let mut first = base.clone();
+    // Nothing was written by any of them: the name they all carried is free. Duplicates are
+    // refused at once (same name, or same customAudienceId), before the worker ran.
+    let mut first = tutorial_body("a/b.csv");
     first["customAudienceId"] = json!("crm-42");
-    t.json(Method::POST, "/external-audience", Some(first), 202)
-        .await;
+    t.accept(first).await;
     let res = t
-        .send(Method::POST, "/external-audience", Some(base.clone()))
+        .send(
+            Method::POST,
+            "/external-audience",
+            Some(tutorial_body("a/b.csv")),
+        )
         .await;
     let msg = assert_error(res, 409, "100950-409").await;
     assert!(msg.contains("Sample external audience"), "{msg}");
@@ -1183,11 +796,7 @@ async fn a_run_of_a_deleted_audience_ends_quietly() {
     assert_eq!(res.status(), 204);
     assert!(w.run_once().await.unwrap());
     assert!(!w.run_once().await.unwrap());
-    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM ais_jobs WHERE done_at IS NULL")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-    assert_eq!(open, 0);
+    assert_eq!(t.open_jobs().await, 0);
 }
 
 #[tokio::test]
@@ -1223,6 +832,123 @@ async fn a_failed_creation_reports_why_and_frees_the_name() {
         .await;
 }
 
+/// Every time an audience carries comes from the server's clock (an adjustable one here, 30 days
+/// ahead of the system's): UPS creates and edits, the UPS audience an external audience creates,
+/// the AIS PATCH it follows, and the profile count a run writes.
+#[tokio::test]
+async fn audience_times_come_from_the_servers_clock() {
+    let t = Ais::spawn().await;
+    t.clock.advance(Duration::days(30));
+    let w = t.worker("w").await;
+    let near_clock = |ms: &Value| {
+        let ms = ms.as_i64().unwrap();
+        let now = t.clock.now().timestamp_millis();
+        assert!(
+            (now - 60_000..=now).contains(&ms),
+            "{ms} is not the clock's {now}"
+        );
+    };
+    let ups = t.app.created(json!({"name": "clocked"})).await;
+    near_clock(&ups["creationTime"]);
+    let id = ups["id"].as_str().unwrap();
+    let res = t
+        .app
+        .patch_audience(
+            id,
+            &json!([{"op": "add", "path": "/description", "value": "d"}]),
+        )
+        .await;
+    let patched: Value = res.json().await.unwrap();
+    near_clock(&patched["updateTime"]);
+
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let created: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    near_clock(&created["creationTime"]);
+    near_clock(&created["metrics"]["updateTime"]);
+    t.clock.advance(Duration::days(1));
+    t.json(
+        Method::PATCH,
+        &format!("/external-audience/{audience}"),
+        Some(json!({"description": "new"})),
+        200,
+    )
+    .await;
+    let followed: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    near_clock(&followed["updateTime"]);
+    t.clock.advance(Duration::days(1));
+    t.start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    w.drain().await.unwrap();
+    let counted: Value = t.app.get_audience(&audience).await.json().await.unwrap();
+    assert_eq!(counted["metrics"]["data"]["totalProfiles"], 3);
+    near_clock(&counted["metrics"]["updateTime"]);
+    near_clock(&counted["updateTime"]);
+    assert_ne!(counted["_etag"], followed["_etag"]);
+}
+
+/// The states the AIS side stores are checked by the database as the code spells them, and a
+/// stored document the code cannot read is a fault of the store (500), never a client's error.
+#[tokio::test]
+async fn stored_states_are_checked_and_decoded() {
+    let t = Ais::spawn().await;
+    let w = t.worker("w").await;
+    t.write("DLZ", "x.csv", TUTORIAL_CSV);
+    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
+    let run = t
+        .start_run(&audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    let pool = &t.app.pool;
+    let refused = |sql: &'static str| async move {
+        let err = sqlx::query(sql).execute(pool).await.unwrap_err();
+        storage_constraint(&err)
+    };
+    assert_eq!(
+        refused("UPDATE ais_jobs SET step = 'profile' WHERE kind = 'create_audience'").await,
+        "ais_jobs_step_check"
+    );
+    assert_eq!(
+        refused("UPDATE ais_jobs SET step = 'unknown-step'").await,
+        "ais_jobs_step_check"
+    );
+    assert_eq!(
+        refused(
+            "UPDATE ais_runs SET details = json_build_array(
+                 json_build_object('stage', 'DATASET_INGEST', 'status', 'DONE'),
+                 details -> 1)"
+        )
+        .await,
+        "ais_runs_details_check"
+    );
+    assert_eq!(
+        refused("UPDATE ais_runs SET details = '[]'").await,
+        "ais_runs_details_check"
+    );
+    assert_eq!(
+        refused("UPDATE external_audiences SET spec = '[1]'").await,
+        "external_audiences_spec_check"
+    );
+    // Untouched by the refusals, the run goes on.
+    w.drain().await.unwrap();
+    assert_eq!(t.run(&audience, &run).await["status"], "SUCCESS");
+    // A definition the code cannot read (an object, so the schema lets it pass).
+    sqlx::query("UPDATE external_audiences SET spec = '{\"name\": 5}'")
+        .execute(&t.app.pool)
+        .await
+        .unwrap();
+    let res = t
+        .send(Method::GET, &format!("/external-audience/{audience}"), None)
+        .await;
+    assert_error(res, 500, "UPAPI-113500-500").await;
+}
+
+fn storage_constraint(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.constraint().unwrap_or_default().to_owned(),
+        other => panic!("not a constraint violation: {other}"),
+    }
+}
+
 #[tokio::test]
 async fn ttl_expiry_and_extension() {
     let t = Ais::spawn().await;
@@ -1244,14 +970,7 @@ async fn ttl_expiry_and_extension() {
         .await;
     w.drain().await.unwrap();
     assert_eq!(t.members(&audience).await, 3);
-    let before = t
-        .json(
-            Method::GET,
-            &format!("/external-audience/{audience}"),
-            None,
-            200,
-        )
-        .await;
+    let before = t.external(&audience).await;
     let expires = before["dataExpiresAt"].as_i64().unwrap();
 
     // 39 days later nothing has expired; extending restarts the 40 days.
@@ -1263,14 +982,7 @@ async fn ttl_expiry_and_extension() {
         json!({"audienceId": audience, "name": "Sample external audience"})
     );
     w.drain().await.unwrap();
-    let after = t
-        .json(
-            Method::GET,
-            &format!("/external-audience/{audience}"),
-            None,
-            200,
-        )
-        .await;
+    let after = t.external(&audience).await;
     assert!(after["dataExpiresAt"].as_i64().unwrap() >= expires + 39 * 86_400_000);
     assert_eq!(after["profileCount"], 3);
     let runs = t
@@ -1302,14 +1014,7 @@ async fn ttl_expiry_and_extension() {
     assert_eq!((pass.expired, pass.rows_swept), (1, 3));
     assert_eq!(t.members(&audience).await, 0);
     assert_eq!(t.member_rows().await, 0);
-    let expired = t
-        .json(
-            Method::GET,
-            &format!("/external-audience/{audience}"),
-            None,
-            200,
-        )
-        .await;
+    let expired = t.external(&audience).await;
     assert_eq!(expired["profileCount"], 0);
     assert_eq!(expired["dataExpired"], true);
     let metrics = t.ups_metrics(&audience).await;
@@ -1320,15 +1025,6 @@ async fn ttl_expiry_and_extension() {
         0,
         "expiry happens once"
     );
-}
-
-pub fn vm_hwm_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
 }
 
 const LARGE_ROWS: usize = 400_000;
@@ -1390,27 +1086,6 @@ async fn large_file_child() {
         "peak memory grew by {growth_kb} kB reading a {} kB file",
         size / 1024
     );
-}
-
-/// Runs one ignored test of this binary in a child process (so the peak memory it measures is
-/// its own) and returns its output once it passed.
-pub fn run_in_child(test: &str, env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{stdout}");
-    stdout
 }
 
 #[test]

@@ -9,9 +9,9 @@ use audience_server::worker::Worker;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{
+use crate::helpers::{
     ais::{tutorial_body, Ais, TUTORIAL_CSV},
-    helpers::*,
+    *,
 };
 
 /// Identities `TUTORIAL_CSV` stages: every valid row (a, b, a, d), repeats included.

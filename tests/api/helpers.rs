@@ -27,6 +27,8 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection, PgPool};
 
+pub mod ais;
+
 pub const ORG: &str = "1BD6382559DF0C130A49422D@AdobeOrg";
 pub const SANDBOX: &str = "prod";
 pub const TOKEN: &str = "test-token";

@@ -11,9 +11,9 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{
+use crate::helpers::{
     ais::{named, Ais},
-    helpers::*,
+    *,
 };
 
 pub const CREDENTIALS: &str =

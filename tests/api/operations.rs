@@ -13,10 +13,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{
-    ais::{tutorial_body, Ais},
-    helpers::*,
-    worker::write_large,
+use crate::helpers::{
+    ais::{tutorial_body, write_large, Ais},
+    *,
 };
 
 async fn scrape(app: &TestApp) -> String {

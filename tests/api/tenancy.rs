@@ -5,9 +5,9 @@
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::{
+use crate::helpers::{
     ais::{tutorial_body, Ais, TUTORIAL_CSV},
-    helpers::*,
+    *,
 };
 
 /// The tenants that must not see the default tenant's resources: another sandbox of the same

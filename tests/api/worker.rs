@@ -1,15 +1,11 @@
 //! The worker over a real database: leases and takeover after a crash (including a process killed
 //! with SIGKILL), retries with backoff, several workers sharing the work, the server's own loop.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration as StdDuration,
-};
+use std::time::Duration as StdDuration;
 
 use audience_server::{
     config::{DbTimeouts, Settings},
-    domain::clock::Clock,
+    domain::{clock::Clock, job::JobStep},
     storage,
     worker::{Worker, WorkerConfig},
 };
@@ -17,9 +13,9 @@ use chrono::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{
-    ais::{named, tutorial_body, Ais, TUTORIAL_CSV},
-    helpers::*,
+use crate::helpers::{
+    ais::{named, tutorial_body, write_large, Ais, TUTORIAL_CSV},
+    *,
 };
 
 #[tokio::test]
@@ -35,7 +31,7 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
 
     // A claims the dataset step and dies without a word.
     let stale = a.claim().await.unwrap().expect("a due job");
-    assert_eq!(stale.step, "dataset");
+    assert_eq!(stale.step, JobStep::Dataset);
     // Within the lease nobody else takes it.
     assert!(!b.run_once().await.unwrap());
     assert_eq!(t.run(&audience, &run).await["status"], "PROCESSING");
@@ -50,11 +46,7 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
     a.execute(stale).await.unwrap();
     assert_eq!(t.run(&audience, &run).await, done);
     assert_eq!(t.members(&audience).await, 3);
-    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM ais_staged_members")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-    assert_eq!(staged, 0);
+    assert_eq!(t.staged_rows().await, 0);
 
     // The same with a death in the profile step.
     let run = t
@@ -62,7 +54,7 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
         .await;
     assert!(b.run_once().await.unwrap());
     let stale = a.claim().await.unwrap().expect("the profile step");
-    assert_eq!(stale.step, "profile");
+    assert_eq!(stale.step, JobStep::Profile);
     t.clock.advance(Duration::seconds(31));
     assert_eq!(b.drain().await.unwrap(), 1);
     a.execute(stale).await.unwrap();
@@ -80,11 +72,16 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
     let run = t
         .start_run(&audience, json!({"dataFilterStartTime": 0}))
         .await;
-    // A step this worker cannot carry out fails every attempt.
-    sqlx::query("UPDATE ais_jobs SET step = 'unknown-step' WHERE done_at IS NULL")
-        .execute(&t.app.pool)
-        .await
-        .unwrap();
+    // From now on the database refuses every staged batch: the dataset step fails every attempt.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_staging() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'staging-refused-by-the-test'; END $$;
+         CREATE TRIGGER refuse_staging BEFORE INSERT ON ais_staged_members
+             FOR EACH STATEMENT EXECUTE FUNCTION refuse_staging();",
+    )
+    .execute(&t.app.pool)
+    .await
+    .unwrap();
     for attempt in 1..=4 {
         assert!(w.run_once().await.unwrap());
         let (attempts, error): (i32, Option<String>) =
@@ -93,7 +90,7 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
                 .await
                 .unwrap();
         assert_eq!(attempts, attempt);
-        assert!(error.unwrap().contains("unknown-step"));
+        assert!(error.unwrap().contains("staging-refused-by-the-test"));
         // Not due again before its backoff.
         assert!(!w.run_once().await.unwrap());
         t.clock
@@ -117,7 +114,7 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
         message.contains("the DATASET_INGEST stage did not complete (job "),
         "{message}"
     );
-    assert!(!message.contains("unknown-step"), "{message}");
+    assert!(!message.contains("staging-refused"), "{message}");
     assert_eq!(out["message"].as_str().unwrap(), message);
     let last_error: String = sqlx::query_scalar(
         "SELECT last_error FROM ais_jobs WHERE done_at IS NOT NULL AND kind = 'ingest'",
@@ -125,7 +122,10 @@ async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
     .fetch_one(&t.app.pool)
     .await
     .unwrap();
-    assert!(last_error.contains("unknown-step"), "{last_error}");
+    assert!(
+        last_error.contains("staging-refused-by-the-test"),
+        "{last_error}"
+    );
     assert_eq!(out["details"][1]["status"], "SKIPPED");
     assert!(!w.run_once().await.unwrap());
 }
@@ -144,7 +144,7 @@ async fn a_late_worker_cannot_undo_the_work_of_the_one_that_took_over() {
     t.clock.advance(Duration::seconds(31));
     // B redoes DATASET_INGEST and stages its rows; then A wakes up and runs its stale step.
     let fresh = b.claim().await.unwrap().expect("the expired claim");
-    assert_eq!(fresh.step, "dataset");
+    assert_eq!(fresh.step, JobStep::Dataset);
     b.execute(fresh).await.unwrap();
     a.execute(stale).await.unwrap();
     assert_eq!(b.drain().await.unwrap(), 1);
@@ -183,14 +183,7 @@ async fn two_workers_on_one_database_do_each_job_once() {
     assert_eq!(r1.unwrap() + r2.unwrap(), n);
     let mut audiences = Vec::new();
     for op in &ops {
-        let op = t
-            .json(
-                Method::GET,
-                &format!("/external-audience/operations/{op}"),
-                None,
-                200,
-            )
-            .await;
+        let op = t.operation(op).await;
         assert_eq!(op["status"], "SUCCESS");
         audiences.push(op["audienceId"].as_str().unwrap().to_owned());
     }
@@ -317,25 +310,6 @@ async fn the_worker_loop_stops_when_asked_and_when_its_owner_is_gone() {
         .await
         .expect("the loop ends when nobody can stop it")
         .unwrap();
-}
-
-/// Writes a CSV of `rows` distinct identities under DLZ, streaming.
-pub fn write_large(zone: &Path, name: &str, rows: usize) -> PathBuf {
-    let path = zone.join("DLZ").join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    writeln!(out, "ppid,list_id,delete,process_consent").unwrap();
-    for i in 0..rows {
-        writeln!(
-            out,
-            "user{i:08}@example.com,list-{},{}.5,yes",
-            i % 7,
-            i % 100
-        )
-        .unwrap();
-    }
-    out.flush().unwrap();
-    path
 }
 
 /// A worker in a process of its own, killed with SIGKILL by `a_killed_worker_loses_nothing`.

@@ -10,7 +10,7 @@ use std::{
 
 use audience_server::{
     config::{DbTimeouts, Settings},
-    domain::clock::Clock,
+    domain::{clock::Clock, job::JobKind},
     startup::Application,
     storage,
     worker::{ingest::IngestLimits, Worker, WorkerConfig},
@@ -20,24 +20,12 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
 
-use crate::{
-    ais::{named, run_in_child, tutorial_body, vm_hwm_kb, Ais, TUTORIAL_CSV},
-    helpers::*,
-    worker::write_large,
+use crate::helpers::{
+    ais::{named, run_in_child, tutorial_body, vm_hwm_kb, write_large, Ais, TUTORIAL_CSV},
+    *,
 };
 
 const HEADER: &str = "ppid,list_id,delete,process_consent";
-
-/// An AIS request of another sandbox of the same org.
-fn ais_in(t: &Ais, sandbox: &str, method: Method, path: &str) -> RequestBuilder {
-    t.app
-        .client
-        .request(method, format!("{}/data/core/ais{path}", t.app.address))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .header("x-api-key", "test-key")
-        .header("x-gw-ims-org-id", &t.app.org)
-        .header("x-sandbox-name", sandbox)
-}
 
 async fn json_of(req: RequestBuilder, status: u16) -> Value {
     let res = req.send().await.unwrap();
@@ -45,23 +33,6 @@ async fn json_of(req: RequestBuilder, status: u16) -> Value {
     let text = res.text().await.unwrap();
     assert_eq!(got, status, "{text}");
     serde_json::from_str(&text).unwrap()
-}
-
-async fn operation(t: &Ais, id: &str) -> Value {
-    t.json(
-        Method::GET,
-        &format!("/external-audience/operations/{id}"),
-        None,
-        200,
-    )
-    .await
-}
-
-async fn open_jobs(t: &Ais) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ais_jobs WHERE done_at IS NULL")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap()
 }
 
 /// A run of `path` that the worker ends; the run as read afterwards.
@@ -355,7 +326,7 @@ async fn a_step_that_kills_its_worker_is_given_up_after_the_attempt_limit() {
     assert_eq!(out["details"][0]["status"], "FAILED");
     assert_eq!(out["details"][0]["message"], message);
     assert_eq!(out["details"][1]["status"], "SKIPPED");
-    assert_eq!(open_jobs(&t).await, 0);
+    assert_eq!(t.open_jobs().await, 0);
     assert!(!w.run_once().await.unwrap());
     // What the dead children staged is swept.
     assert!(t.staged_rows().await > 0);
@@ -381,7 +352,7 @@ async fn an_operation_whose_worker_keeps_dying_fails_with_a_clear_reason() {
         t.clock.advance(Duration::seconds(31));
     }
     assert!(w.run_once().await.unwrap());
-    let out = operation(&t, &op).await;
+    let out = t.operation(&op).await;
     assert_eq!(out["status"], "FAILED", "{out}");
     let reason = out["reason"].as_str().unwrap();
     assert!(
@@ -403,30 +374,29 @@ async fn a_tenant_with_a_hundred_queued_runs_delays_another_by_one_job_per_worke
     let w2 = t.worker("two").await;
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     // Sandbox A (prod): 100 audiences, then 100 runs queued.
-    let mut audiences = Vec::new();
+    let mut operations = Vec::new();
     for i in 0..100 {
-        t.accept(named("x.csv", &format!("a{i}"))).await;
+        operations.push(t.accept(named("x.csv", &format!("a{i}"))).await);
     }
     let (r1, r2) = tokio::join!(w1.drain(), w2.drain());
     assert_eq!(r1.unwrap() + r2.unwrap(), 100);
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id::text FROM external_audiences WHERE state = 'ready' ORDER BY name",
-    )
-    .fetch_all(&t.app.pool)
-    .await
-    .unwrap();
-    for id in ids {
-        t.start_run(&id, json!({"dataFilterStartTime": 0})).await;
-        audiences.push(id);
+    for op in &operations {
+        let audience = t.operation(op).await["audienceId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        t.start_run(&audience, json!({"dataFilterStartTime": 0}))
+            .await;
     }
-    assert_eq!(open_jobs(&t).await, 100);
+    assert_eq!(t.open_jobs().await, 100);
     // Each worker is busy with one of A's jobs when B asks for an audience.
     let in_flight = (
         w1.claim().await.unwrap().unwrap(),
         w2.claim().await.unwrap().unwrap(),
     );
     let accepted = json_of(
-        ais_in(&t, "tenant-b", Method::POST, "/external-audience").json(&named("x.csv", "b")),
+        t.ais_in("tenant-b", Method::POST, "/external-audience")
+            .json(&named("x.csv", "b")),
         202,
     )
     .await;
@@ -444,7 +414,7 @@ async fn a_tenant_with_a_hundred_queued_runs_delays_another_by_one_job_per_worke
         .collect();
     let b_sandbox = next
         .iter()
-        .find(|j| j.kind == "create_audience")
+        .find(|j| j.kind == JobKind::CreateAudience)
         .map(|j| j.sandbox_id)
         .expect("B's operation is among the next jobs claimed");
     for job in next {
@@ -455,7 +425,7 @@ async fn a_tenant_with_a_hundred_queued_runs_delays_another_by_one_job_per_worke
         };
         worker.execute(job).await.unwrap();
     }
-    let op = json_of(ais_in(&t, "tenant-b", Method::GET, &op_path), 200).await;
+    let op = json_of(t.ais_in("tenant-b", Method::GET, &op_path), 200).await;
     assert_eq!(op["status"], "SUCCESS", "{op}");
     // At most one more of A's jobs per worker ran meanwhile: two in flight, at most two more.
     let a_done: i64 = sqlx::query_scalar(
@@ -469,7 +439,7 @@ async fn a_tenant_with_a_hundred_queued_runs_delays_another_by_one_job_per_worke
     let (r1, r2) = tokio::join!(w1.drain(), w2.drain());
     r1.unwrap();
     r2.unwrap();
-    assert_eq!(open_jobs(&t).await, 0);
+    assert_eq!(t.open_jobs().await, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,7 +454,7 @@ async fn finished_jobs_and_operations_are_purged_after_the_retention() {
     t.write("DLZ", "x.csv", TUTORIAL_CSV);
     let op = t.accept(tutorial_body("x.csv")).await;
     w.drain().await.unwrap();
-    let audience = operation(&t, &op).await["audienceId"]
+    let audience = t.operation(&op).await["audienceId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -498,7 +468,7 @@ async fn finished_jobs_and_operations_are_purged_after_the_retention() {
     t.clock.advance(Duration::minutes(59));
     let pass = w.maintain().await.unwrap();
     assert_eq!((pass.jobs_purged, pass.operations_purged), (0, 0));
-    assert_eq!(operation(&t, &op).await["status"], "SUCCESS");
+    assert_eq!(t.operation(&op).await["status"], "SUCCESS");
 
     t.clock.advance(Duration::minutes(2));
     let pass = w.maintain().await.unwrap();
@@ -511,8 +481,8 @@ async fn finished_jobs_and_operations_are_purged_after_the_retention() {
         )
         .await;
     assert_error(res, 404, "100940-404").await;
-    assert_eq!(operation(&t, &pending).await["status"], "PROCESSING");
-    assert_eq!(open_jobs(&t).await, 1);
+    assert_eq!(t.operation(&pending).await["status"], "PROCESSING");
+    assert_eq!(t.open_jobs().await, 1);
     // The audience and its runs are not the retention's business.
     assert_eq!(t.run(&audience, &run).await["status"], "SUCCESS");
 }
@@ -557,7 +527,7 @@ async fn rows_staged_for_a_run_deleted_mid_ingest_are_never_orphaned() {
     // The worker saw the run go and ended its job (at its next batch, or at the latest when the
     // job's next step finds the run gone).
     w.drain().await.unwrap();
-    assert_eq!(open_jobs(&t).await, 0);
+    assert_eq!(t.open_jobs().await, 0);
     w.maintain().await.unwrap();
     assert_eq!(t.staged_rows().await, 0);
     assert_eq!(t.member_rows().await, 0);
@@ -586,14 +556,8 @@ async fn data_expires_on_schedule_while_the_queue_is_never_empty() {
     let task = tokio::spawn(busy.run(stopped));
     let deadline = Instant::now() + StdDuration::from_secs(30);
     let pending_when_expired = loop {
-        let pending = open_jobs(&t).await;
-        let expired: bool =
-            sqlx::query_scalar("SELECT expired FROM external_audiences WHERE id = $1::uuid")
-                .bind(&audience)
-                .fetch_one(&t.app.pool)
-                .await
-                .unwrap();
-        if expired {
+        let pending = t.open_jobs().await;
+        if t.external(&audience).await["dataExpired"] == true {
             break pending;
         }
         assert!(Instant::now() < deadline, "the data never expired");
@@ -701,12 +665,21 @@ async fn deletes_a_patch_a_finishing_run_and_expiry_race_without_a_5xx() {
         t.start_run(&audience, json!({"dataFilterStartTime": 0}))
             .await;
         assert!(w.run_once().await.unwrap());
-        let pending: Vec<String> =
-            sqlx::query_scalar("SELECT step FROM ais_jobs WHERE done_at IS NULL")
-                .fetch_all(&t.app.pool)
-                .await
-                .unwrap();
-        assert_eq!(pending, ["profile"], "round {round}");
+        let second = t
+            .json(
+                Method::GET,
+                &format!("/external-audience/{audience}/runs?limit=1"),
+                None,
+                200,
+            )
+            .await;
+        let stages = &second["runs"][0]["details"];
+        assert_eq!(
+            (&stages[0]["status"], &stages[1]["status"]),
+            (&json!("SUCCESS"), &json!("PENDING")),
+            "round {round}"
+        );
+        assert_eq!(t.open_jobs().await, 1, "round {round}");
         let barrier = Arc::new(Barrier::new(5));
         let request = |method: Method, path: String, body: Option<Value>| {
             let barrier = barrier.clone();
@@ -765,7 +738,7 @@ async fn deletes_a_patch_a_finishing_run_and_expiry_race_without_a_5xx() {
         finished.unwrap().expect("the profile step never fails");
         expired.unwrap().expect("maintenance never fails");
         assert_eq!(t.app.get_audience(&audience).await.status(), 404);
-        assert_eq!(open_jobs(&t).await, 0, "round {round}");
+        assert_eq!(t.open_jobs().await, 0, "round {round}");
     }
     w.maintain().await.unwrap();
     assert_eq!(t.member_rows().await, 0);

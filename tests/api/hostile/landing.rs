@@ -6,8 +6,10 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::{
-    ais::{named, Ais, TUTORIAL_CSV},
-    helpers::*,
+    helpers::{
+        ais::{named, Ais, TUTORIAL_CSV},
+        *,
+    },
     landing::{assert_azure_error, credentials, names, put, raw, text, Creds},
 };
 
