@@ -4,8 +4,6 @@ use std::{fmt, path::PathBuf};
 
 use clap::{Args, Command, FromArgMatches, ValueEnum};
 
-pub use crate::worker::ingest::IngestLimits;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -604,6 +602,32 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one ingestion run may read (settings `INGEST_MAX_RECORD_BYTES`,
+/// `INGEST_MAX_ROWS_PER_RUN`, `INGEST_MAX_BYTES_PER_RUN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Bytes of one record (a row or the header), line end included.
+    pub max_record_bytes: u64,
+    /// Data rows over all the run's files.
+    pub max_rows: u64,
+    /// Bytes over all the run's files.
+    pub max_bytes: u64,
+}
+
+impl IngestLimits {
+    pub const DEFAULT: IngestLimits = IngestLimits {
+        max_record_bytes: 1024 * 1024,
+        max_rows: 10_000_000,
+        max_bytes: 1024 * 1024 * 1024,
+    };
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 

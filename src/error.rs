@@ -6,8 +6,6 @@
 
 use std::fmt;
 
-use crate::storage::StoreError;
-
 /// Every error code the server can answer with. The table in [`Code::spec`] is the only place that
 /// maps a code to its HTTP status and wire string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,62 +246,3 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-/// A database error reaches the client as a generic message: 503 when the database cannot serve
-/// now (see `storage::is_unavailable`), 500 otherwise. Its text is logged, never sent.
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::storage::is_unavailable(&e) {
-            ApiError::unavailable(e)
-        } else {
-            ApiError::internal(e)
-        }
-    }
-}
-
-/// What the store could not do, as a client sees it: the database's errors as above, a stored row
-/// that does not decode as a fault of ours (500). A conflict means something only to the API
-/// family that met it, which maps it before this (`service::audiences::write_refused`); one that
-/// reaches this conversion is a fault of ours too.
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Db(e) => e.into(),
-            StoreError::Corrupt(e) => ApiError::internal(e),
-            StoreError::Conflict(c) => ApiError::internal(anyhow::anyhow!(
-                "the store's conflict {c:?} was not mapped to an answer"
-            )),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::Conflict;
-
-    #[test]
-    fn store_errors_answer_as_the_database_and_faults_do() {
-        let code = |e: StoreError| ApiError::from(e).code;
-        assert_eq!(
-            code(StoreError::Db(sqlx::Error::PoolTimedOut)),
-            Code::Unavailable
-        );
-        assert_eq!(
-            code(StoreError::Db(sqlx::Error::RowNotFound)),
-            Code::Internal
-        );
-        assert_eq!(
-            code(StoreError::Corrupt(anyhow::anyhow!("x"))),
-            Code::Internal
-        );
-        // A conflict is the family's to answer; unmapped it is a fault, never a client error.
-        assert_eq!(
-            code(StoreError::Conflict(Conflict::AudienceKeyTaken)),
-            Code::Internal
-        );
-        // The database's own error stays the cause, so a retry can recognise it.
-        let e = ApiError::from(StoreError::Db(sqlx::Error::PoolTimedOut));
-        assert!(e.source.unwrap().downcast_ref::<sqlx::Error>().is_some());
-    }
-}

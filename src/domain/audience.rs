@@ -8,7 +8,6 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    external,
     lifecycle::Lifecycle,
     limits::{check_chars, check_string_list, json_bytes},
     patch, Caller, Tenant,
@@ -39,6 +38,12 @@ pub const IMMUTABLE_FIELDS: &[&str] = &["namespace", "audienceId", "type"];
 
 pub const SEGMENT_DEFINITION: &str = "SegmentDefinition";
 pub const EXTERNAL_SEGMENT: &str = "ExternalSegment";
+/// The namespace of an `ExternalSegment` audience (and of an external audience) by default. It
+/// lives here, not in `external`, because the UPS defaults need it and `external` builds on this
+/// module.
+pub const DEFAULT_NAMESPACE: &str = "CustomerAudienceUpload";
+/// The `originName` of every external audience (and of an `ExternalSegment` audience by default).
+pub const ORIGIN_NAME: &str = "CUSTOM_UPLOAD";
 pub const PROFILE_SCHEMA: &str = "_xdm.context.profile";
 
 /// Client fields that must be strings when present.
@@ -356,8 +361,8 @@ fn apply_defaults(doc: &mut Map<String, Value>, id: Uuid) {
     };
     if audience_type == EXTERNAL_SEGMENT {
         default("audienceId", json!(Uuid::new_v4().to_string()));
-        default("namespace", json!(external::DEFAULT_NAMESPACE));
-        default("originName", json!(external::ORIGIN_NAME));
+        default("namespace", json!(DEFAULT_NAMESPACE));
+        default("originName", json!(ORIGIN_NAME));
     } else {
         default("audienceId", json!(id.to_string()));
         default("namespace", json!("AEPSegments"));

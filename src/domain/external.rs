@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    audience::{self, Audience, ClientFields, EXTERNAL_SEGMENT},
+    audience::{self, Audience, ClientFields, DEFAULT_NAMESPACE, EXTERNAL_SEGMENT, ORIGIN_NAME},
     lifecycle::Lifecycle,
     limits::{check_chars, check_strings},
     Caller,
@@ -28,11 +28,6 @@ use crate::{config::Limits, error::ApiError};
 pub const MAX_FIELDS: usize = 41;
 pub const DEFAULT_TTL_DAYS: i64 = 30;
 pub const MAX_TTL_DAYS: i64 = 90;
-/// The namespace of an external audience (and of an `ExternalSegment` UPS audience) by default.
-pub const DEFAULT_NAMESPACE: &str = "CustomerAudienceUpload";
-/// The `originName` of every external audience (and of an `ExternalSegment` UPS audience by
-/// default).
-pub const ORIGIN_NAME: &str = "CUSTOM_UPLOAD";
 /// The cloud type of a source that names none.
 pub const DEFAULT_CLOUD_TYPE: CloudType = CloudType::Dlz;
 /// The fields a PATCH may change.

@@ -14,6 +14,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use crate::config::IngestLimits;
 use crate::{
     domain::{
         external::{Field, FieldType, SourceKind, SourceParams},
@@ -34,32 +35,6 @@ pub const READ_BUFFER: usize = 64 * 1024;
 pub const ECHO_CHARS: usize = 64;
 /// Header names listed in the "header lacks field(s)" message.
 const ECHO_HEADER_NAMES: usize = 20;
-
-/// What one ingestion run may read (settings `INGEST_MAX_RECORD_BYTES`,
-/// `INGEST_MAX_ROWS_PER_RUN`, `INGEST_MAX_BYTES_PER_RUN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IngestLimits {
-    /// Bytes of one record (a row or the header), line end included.
-    pub max_record_bytes: u64,
-    /// Data rows over all the run's files.
-    pub max_rows: u64,
-    /// Bytes over all the run's files.
-    pub max_bytes: u64,
-}
-
-impl IngestLimits {
-    pub const DEFAULT: IngestLimits = IngestLimits {
-        max_record_bytes: 1024 * 1024,
-        max_rows: 10_000_000,
-        max_bytes: 1024 * 1024 * 1024,
-    };
-}
-
-impl Default for IngestLimits {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
 
 /// The outcome of a scan. `failure` says why the stage failed (missing header column, unreadable
 /// file); a scan without failure may still have no good row.

@@ -40,7 +40,7 @@ use crate::{
     },
 };
 
-use ingest::IngestLimits;
+use crate::config::IngestLimits;
 
 pub use stages::MOVE_BATCH;
 

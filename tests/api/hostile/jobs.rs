@@ -9,11 +9,11 @@ use std::{
 };
 
 use audience_server::{
-    config::{DbTimeouts, Settings},
+    config::{DbTimeouts, IngestLimits, Settings},
     domain::{clock::Clock, job::JobKind},
     startup::Application,
     storage,
-    worker::{ingest::IngestLimits, Worker, WorkerConfig},
+    worker::{Worker, WorkerConfig},
 };
 use chrono::{Duration, Utc};
 use reqwest::{Method, RequestBuilder};
