@@ -1587,7 +1587,13 @@ async fn fleet(via: Path2Db) {
     }
     writeln!(out, "duration: {:.0}s", started.elapsed().as_secs_f64()).unwrap();
     println!("{out}");
-    let failed = report.lines.iter().filter(|(ok, _)| !ok).count();
+    let failed_checks: Vec<&str> = report
+        .lines
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, line)| line.as_str())
+        .collect();
+    let failed = failed_checks.len();
     if failed == 0 {
         let _ = std::fs::remove_dir_all(&root);
     } else {
@@ -1596,9 +1602,10 @@ async fn fleet(via: Path2Db) {
     drop(replicas);
     drop(bouncer);
     drop(cluster);
+    // The failed checks again, last: a CI log that keeps only the tail still says what broke.
     assert_eq!(
         failed, 0,
-        "{failed} fleet check(s) failed; see the printout above"
+        "{failed} fleet check(s) failed: {failed_checks:#?}; see the printout above"
     );
 }
 
