@@ -308,6 +308,11 @@ pub struct Limits {
     #[arg(long, env = "MAX_SANDBOXES_PER_ORG", default_value_t = 100)]
     pub max_sandboxes_per_org: i64,
 
+    /// Most organisations the server registers (each new `x-gw-ims-org-id` registers one). In the
+    /// open auth mode any caller can name any organisation; this bounds how many tenants they make.
+    #[arg(long, env = "MAX_ORGANISATIONS", default_value_t = 10_000)]
+    pub max_organisations: i64,
+
     /// Each organisation's share of one server, in bytes per second: the request bodies it sends
     /// and the response bodies it receives, plus 1 KiB per request, refill a token bucket at this
     /// rate; an organisation whose bucket is empty gets 429 with `Retry-After` until it refills.
@@ -381,6 +386,9 @@ impl Limits {
         }
         if self.max_sandboxes_per_org < 1 {
             anyhow::bail!("MAX_SANDBOXES_PER_ORG must be at least 1");
+        }
+        if self.max_organisations < 1 {
+            anyhow::bail!("MAX_ORGANISATIONS must be at least 1");
         }
         let one_request = (self.max_body_bytes + self.max_list_page_bytes) as u64;
         if self.tenant_bytes_per_sec > 0 && self.tenant_burst_bytes < one_request {
@@ -707,6 +715,7 @@ mod tests {
         let l = super::Limits::default();
         assert_eq!(l.max_body_bytes, 2 * 1024 * 1024);
         assert_eq!(l.max_sandboxes_per_org, 100);
+        assert_eq!(l.max_organisations, 10_000);
         let t = super::DbTimeouts::default();
         assert_eq!((t.statement_ms, t.lock_ms), (10_000, 3_000));
     }

@@ -15,6 +15,7 @@ use crate::{
     auth,
     domain::Tenant,
     error::{ApiError, Code},
+    storage::sandboxes::Caps,
 };
 
 pub async fn gate(
@@ -150,7 +151,15 @@ async fn admit(
     check_content_type(req)?;
     let tenant = state
         .sandboxes
-        .resolve(&state.pool, org, sandbox_name, limits.max_sandboxes_per_org)
+        .resolve(
+            &state.pool,
+            org,
+            sandbox_name,
+            Caps {
+                sandboxes_per_org: limits.max_sandboxes_per_org,
+                organisations: limits.max_organisations,
+            },
+        )
         .await?;
     Ok((tenant, token))
 }

@@ -36,7 +36,10 @@ use crate::{
     config::Limits,
     domain::{limits::check_body_depth, Caller, Sandbox, Tenant},
     error::{ApiError, Code},
-    storage::{self, sandboxes::Registered},
+    storage::{
+        self,
+        sandboxes::{Caps, Registered},
+    },
 };
 
 pub const UPS_BASE: &str = "/data/core/ups";
@@ -86,18 +89,25 @@ impl SandboxCache {
         pool: &PgPool,
         org: &str,
         name: &str,
-        max_per_org: i64,
+        caps: Caps,
     ) -> Result<Tenant, ApiError> {
         let key = (org.to_owned(), name.to_owned());
         let cached = self.known.read().ok().and_then(|m| m.get(&key).cloned());
         let sandbox = match cached {
             Some(s) => s,
             None => {
-                let s = match storage::sandboxes::register(pool, org, name, max_per_org).await? {
+                let s = match storage::sandboxes::register(pool, org, name, caps).await? {
                     Registered::Sandbox(s) => s,
                     Registered::OrgFull => {
                         return Err(ApiError::limit(format!(
-                            "Header 'x-sandbox-name': the organisation already uses {max_per_org} sandboxes, the most this server allows; use one of them."
+                            "Header 'x-sandbox-name': the organisation already uses {} sandboxes, the most this server allows; use one of them.",
+                            caps.sandboxes_per_org
+                        )))
+                    }
+                    Registered::ServerFull => {
+                        return Err(ApiError::limit(format!(
+                            "Header 'x-gw-ims-org-id': the server already serves {} organisations, the most it allows; use a known one.",
+                            caps.organisations
                         )))
                     }
                 };

@@ -1,4 +1,5 @@
-//! Sandboxes, registered on first use, at most a set number per organisation.
+//! Sandboxes, registered on first use, at most a set number per organisation; organisations,
+//! registered with their first sandbox, at most a set number on the server.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -11,18 +12,32 @@ pub enum Registered {
     Sandbox(Sandbox),
     /// The name is new and the organisation already has its maximum of sandboxes.
     OrgFull,
+    /// The organisation is new and the server already has its maximum of organisations.
+    ServerFull,
 }
 
-/// The sandbox `name` of `org`, registered now if this is its first use and the organisation has
-/// fewer than `max_per_org` sandboxes. A known name costs one read. A new one is registered under
-/// a transaction-scoped advisory lock on the organisation, so concurrent first uses of different
+/// How many tenants may be registered.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub sandboxes_per_org: i64,
+    pub organisations: i64,
+}
+
+/// The key of the advisory lock under which a new organisation is counted and registered.
+const NEW_ORGANISATION_LOCK: i64 = 0x6f72_6773; // "orgs"
+
+/// The sandbox `name` of `org`, registered now if this is its first use, the organisation has
+/// fewer sandboxes than its cap and, when the organisation is new, the server fewer
+/// organisations than its cap. A known name costs one read. A new one is registered under a
+/// transaction-scoped advisory lock on the organisation, so concurrent first uses of different
 /// names are counted one after the other and cannot pass the cap together; concurrent first uses
-/// of the same name agree on one id.
+/// of the same name agree on one id. A new organisation is counted under one more lock, taken
+/// after the organisation's (always in that order), for the same reason.
 pub async fn register(
     pool: &PgPool,
     org_id: &str,
     name: &str,
-    max_per_org: i64,
+    caps: Caps,
 ) -> Result<Registered, StoreError> {
     let known = {
         let mut conn = pool.acquire().await?;
@@ -44,8 +59,11 @@ pub async fn register(
         .bind(org_id)
         .fetch_one(&mut *tx)
         .await?;
-    if count >= max_per_org {
+    if count >= caps.sandboxes_per_org {
         return Ok(Registered::OrgFull);
+    }
+    if count == 0 && !register_organisation(&mut tx, org_id, caps.organisations).await? {
+        return Ok(Registered::ServerFull);
     }
     let (sandbox_type, is_default) = Sandbox::kind_for(name);
     let sandbox = Sandbox {
@@ -67,6 +85,37 @@ pub async fn register(
     .await?;
     tx.commit().await?;
     Ok(Registered::Sandbox(sandbox))
+}
+
+/// Registers `org_id` unless the server already has `max` organisations; `false` when it has
+/// and `org_id` is not among them.
+async fn register_organisation(
+    tx: &mut PgConnection,
+    org_id: &str,
+    max: i64,
+) -> Result<bool, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(NEW_ORGANISATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let (known, count): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM organisations WHERE org_id = $1),
+                (SELECT count(*) FROM organisations)",
+    )
+    .bind(org_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if known {
+        return Ok(true);
+    }
+    if count >= max {
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO organisations (org_id) VALUES ($1)")
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(true)
 }
 
 async fn find(

@@ -497,6 +497,68 @@ async fn an_organisation_gets_at_most_100_sandboxes() {
     assert_eq!(count, 100);
 }
 
+/// In the open auth mode any caller names any organisation: the server registers at most
+/// `MAX_ORGANISATIONS`, and concurrent first uses of new ones cannot pass the cap together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_registers_at_most_max_organisations() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_organisations = 5;
+        s.db_pool_size = 8;
+        s.http_workers = Some(2);
+    })
+    .await;
+    let get = |org: String, sandbox: &str| {
+        app.as_tenant(&org, sandbox)
+            .ups(Method::GET, "/audiences")
+            .send()
+    };
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let requests: Vec<_> = (0..12)
+        .map(|i| {
+            let request = get(format!("ORG{i}@AdobeOrg"), "prod");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        match request.await.unwrap() {
+            200 => admitted.push(format!("ORG{i}@AdobeOrg")),
+            400 => {}
+            other => panic!("ORG{i}: {other}"),
+        }
+    }
+    assert_eq!(admitted.len(), 5, "{admitted:?}");
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT org_id FROM organisations ORDER BY org_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    stored.sort();
+    admitted.sort();
+    assert_eq!(stored, admitted);
+
+    let got = assert_error(
+        get("NEW@AdobeOrg".into(), "prod").await.unwrap(),
+        400,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(
+        got,
+        "Header 'x-gw-ims-org-id': the server already serves 5 organisations, the most it allows; use a known one."
+    );
+    // A known organisation keeps working, and may still register new sandboxes.
+    assert_eq!(
+        get(admitted[0].clone(), "prod").await.unwrap().status(),
+        200
+    );
+    assert_eq!(get(admitted[0].clone(), "dev").await.unwrap().status(), 200);
+}
+
 /// Thirty first uses of new sandbox names leave at once (a barrier) for a server with two workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_cap_holds_under_concurrent_first_uses() {
