@@ -264,6 +264,7 @@ impl Application {
                     tokio::time::sleep(delay).await;
                     handle.pause().await;
                     refuse_connections(listener);
+                    tracing::info!("shutdown: no new connections; waiting for requests in flight");
                     // Every HTTP worker thread runs until no request is left anywhere: a pooled
                     // connection opened on one worker's runtime may be serving another's request,
                     // and dies with its runtime.
@@ -271,18 +272,27 @@ impl Application {
                     while lifecycle.in_flight() > 0 && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
+                    if lifecycle.in_flight() > 0 {
+                        tracing::warn!(
+                            in_flight = lifecycle.in_flight(),
+                            "shutdown: requests still in flight after SHUTDOWN_GRACE_SECS; stopping"
+                        );
+                    }
                     handle.stop(true).await
                 });
                 (&mut self.server).await?;
+                tracing::info!("shutdown: HTTP server stopped");
             }
         }
         if let Some((stop, task, worker_pool)) = self.worker.take() {
             let _ = stop.send(true);
             let _ = task.await;
             worker_pool.close().await;
+            tracing::info!("shutdown: worker stopped");
         }
         self.upkeep.abort();
         self.pool.close().await;
+        tracing::info!("shutdown: database pool closed");
         if let Some(mut pg) = self.embedded.take() {
             tokio::task::spawn_blocking(move || pg.stop()).await?;
         }

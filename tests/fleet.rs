@@ -1069,9 +1069,11 @@ async fn fleet(via: Path2Db) {
     let landing = root.join("landing");
     std::fs::create_dir_all(&landing).unwrap();
 
+    // FLEET_LOG_LEVEL=info shows each replica's shutdown phases in its log.
+    let log_level = std::env::var("FLEET_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
     let mut common: Vec<(String, String)> = [
         ("HOST", "127.0.0.1"),
-        ("LOG_LEVEL", "warn"),
+        ("LOG_LEVEL", log_level.as_str()),
         ("WORKER_POLL_MS", "100"),
         ("WORKER_LEASE_SECS", "6"),
         ("DB_POOL_SIZE", "6"),

@@ -9,7 +9,7 @@ use actix_web::{
     http::{
         header::{self, HeaderName, HeaderValue},
         uri::{PathAndQuery, Uri},
-        StatusCode,
+        ConnectionType, StatusCode,
     },
     middleware::Next,
     web, Error,
@@ -70,6 +70,13 @@ pub async fn request_context(
     }
     if let Some(state) = &state {
         record(state, &res, started);
+        // Draining: each connection ends with the answer it carries, so clients that keep their
+        // connections busy neither hold the shutdown nor keep sending to a replica on its way out.
+        if state.lifecycle.is_draining() {
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
     }
     tracing::info!(
         target: "access",

@@ -422,6 +422,77 @@ async fn shutdown_drains_in_flight_requests_and_turns_ready_off() {
     assert_eq!(after["description"], "drained");
 }
 
+/// Clients that keep their pooled connections busy do not hold the shutdown: while draining, every
+/// answer closes its connection, so the clients' next requests need a new connection, which the
+/// draining server no longer accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_keep_alive_clients_do_not_hold_the_shutdown() {
+    let app = TestApp::spawn().await;
+    let mut settings = Settings::for_database(&app.database_url);
+    settings.shutdown_grace_secs = 30;
+    settings.worker_enabled = false;
+    let pool = storage::connect(&app.database_url, 4, &DbTimeouts::none())
+        .await
+        .unwrap();
+    let server = Application::with_pool(settings, pool, None).unwrap();
+    let url = format!("http://127.0.0.1:{}/health", server.port());
+    let shutdown = server.shutdown_handle();
+    let stopped = tokio::spawn(server.run_until_stopped());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, stop, answers) = (url.clone(), stop.clone(), answers.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok(res) = client.get(&url).send().await else {
+                        tokio::time::sleep(StdDuration::from_millis(5)).await;
+                        continue;
+                    };
+                    let closes = res
+                        .headers()
+                        .get("connection")
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                    answers.lock().await.push((Instant::now(), closes));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let asked = Instant::now();
+    shutdown.shut_down();
+    tokio::time::timeout(StdDuration::from_secs(10), stopped)
+        .await
+        .expect("the server stopped though its clients kept their connections busy")
+        .unwrap()
+        .unwrap();
+    let took = asked.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let answers = answers.lock().await;
+    let before = answers.iter().filter(|(at, _)| *at < asked).count();
+    assert!(before > 50, "the clients hardly ran: {before} answers");
+    assert!(
+        answers
+            .iter()
+            .filter(|(at, _)| *at < asked)
+            .all(|(_, closes)| !closes),
+        "a connection was closed before the shutdown"
+    );
+    assert!(
+        answers.iter().any(|(at, closes)| *at >= asked && *closes),
+        "no answer while draining said `Connection: close`"
+    );
+    assert!(
+        took < StdDuration::from_secs(5),
+        "the shutdown took {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn on_shutdown_the_worker_hands_its_job_back_at_once() {
     const ROWS: usize = 300_000;
