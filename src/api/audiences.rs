@@ -79,7 +79,10 @@ pub async fn list_audiences(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q = ListQuery::parse(req.query_string(), &state.limits)?;
-    let page = service::list(&state.pool, &tenant, &q).await?;
+    // The server's stored secret also keys the list cursors (they are bound to it by a MAC).
+    let secret = state.landing_keys.secret(&state.pool).await?;
+    let listed = service::list(&state.pool, secret, &tenant, &q).await?;
+    let page = listed.page;
     // The page may end before `limit` when its byte budget is spent; `next` follows what was
     // sent, so a client that follows it sees every audience once.
     let page_size = page.count;
@@ -96,9 +99,15 @@ pub async fn list_audiences(
     let mut links = Map::new();
     if page_size > 0 && next < page.total {
         page_info["next"] = json!(next);
+        // The cursor (URL-safe base64) lets the next page be read from the index at its
+        // position; `start` stays for clients that read it.
+        let cursor = listed
+            .next_cursor
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
         links.insert(
             "next".into(),
-            json!({ "href": format!("@/audiences?{}", q.link_query(next)) }),
+            json!({ "href": format!("@/audiences?{}{cursor}", q.link_query(next)) }),
         );
     }
     let body = format!(
