@@ -54,12 +54,13 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
     tag = "Audiences",
     operation_id = "listAudiences",
     summary = "List audiences",
-    description = "A page of the sandbox's audiences with `start`/`limit` offset paging, sorted, and filtered by exact `property` matches and case-insensitive `name`/`description` substrings. Without any `property` filter, `inactive` audiences are left out (as the real service does); with one they are included. `_page.next` and `_links.next` are present only when another page follows; `_links.next.href` keeps the caller's filters. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).
+    description = "A page of the sandbox's audiences with `start`/`limit` offset paging, sorted, and filtered by exact `property` matches and case-insensitive `name`/`description` substrings. Without any `property` filter, `inactive` audiences are left out (as the real service does); with one they are included. `_page.next` and `_links.next` are present only when another page follows; `_links.next.href` keeps the caller's filters and adds a `cursor`: following it reads the next page from the index at its position. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).
 
 Differs from Adobe's document (deliberate, see API.md section 2):
 - `parameter property (query) type`: `property` may be repeated (`property=type==ExternalSegment&property=lifecycleState!=draft`) and every filter must hold, so it is an array of strings; a single `property` is sent exactly as Adobe's.",
     params(
         ("start" = Option<i64>, Query, minimum = 0, description = "Offset of the first audience, >= 0 (default 0)", example = 0),
+        ("cursor" = Option<String>, Query, description = "Opaque: the position `_links.next.href` carries so that the next page is read from where the last one ended (as cheap deep in the list as at its head, and not shifted by audiences created meanwhile). Send it only as the link gives it, with the link's `start`; a cursor altered or made for another sandbox, sort, filter or `start` is a 400 naming `cursor`. Without it, `start` alone pages as before"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..1000 (default 20)", example = 20),
         ("sort" = Option<String>, Query, description = "`field:asc` or `field:desc`; fields: `name`, `creationTime`, `updateTime`, `createEpoch`, `updateEpoch`, `lifecycleState`, `audienceId`, `namespace` (default `updateTime:desc`; ties broken by `id`, so pages never repeat or skip)", example = "updateTime:desc"),
         ("property" = Option<Vec<String>>, Query, explode = true, description = "`field==value` (exact) or `field!=value`, for example `audienceId==test-audience-id`; repeatable, all must hold; fields: `id`, `audienceId`, `name`, `namespace`, `type`, `originName`, `lifecycleState`, `datasetId`, `createdBy`"),
