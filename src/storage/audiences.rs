@@ -456,6 +456,17 @@ fn list_statement(
     }
     let column = sort_column(q.sort);
     let dir = q.direction();
+    // The head of a list and every keyset page skip nothing, and `limit` is a checked integer
+    // (1 to 1000): written into the text, they let PostgreSQL keep one generic plan for these
+    // statements instead of planning each call anew (planning took as long as running a first
+    // page). A real offset stays the argument $2, planned for its value (a generic plan cannot
+    // know how far it skips). $2 and $3 are bound either way, so the numbering does not move.
+    let offset = if after.is_some() || q.start == 0 {
+        "0".to_owned()
+    } else {
+        "$2".to_owned()
+    };
+    let limit = q.limit;
     // The rows after the cursor's, in the listing's order: a range of the sort's index.
     let mut keyset = String::new();
     if let Some(cursor) = after {
@@ -481,7 +492,7 @@ fn list_statement(
     let sql = format!(
         "WITH RECURSIVE page AS MATERIALIZED (
              SELECT id, {column} AS k FROM audiences WHERE {filters}{keyset}
-             ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3),
+             ORDER BY {column} {dir}, id {dir} OFFSET {offset} LIMIT {limit}),
          ordered AS MATERIALIZED (
              SELECT array_agg(id ORDER BY k {dir}, id {dir}) AS ids,
                     array_agg(k::text ORDER BY k {dir}, id {dir}) AS keys FROM page),
