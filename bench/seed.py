@@ -73,6 +73,9 @@ def main() -> None:
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"seeded {len(lines)} audiences")
+    if len(lines) < args.count:
+        # A thread that met a refusal stopped (its error is printed above): the tenant is short.
+        raise SystemExit(f"seeding stopped early: {len(lines)} of {args.count}")
 
 
 if __name__ == "__main__":

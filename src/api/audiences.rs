@@ -54,12 +54,13 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
     tag = "Audiences",
     operation_id = "listAudiences",
     summary = "List audiences",
-    description = "A page of the sandbox's audiences with `start`/`limit` offset paging, sorted, and filtered by exact `property` matches and case-insensitive `name`/`description` substrings. Without any `property` filter, `inactive` audiences are left out (as the real service does); with one they are included. `_page.next` and `_links.next` are present only when another page follows; `_links.next.href` keeps the caller's filters. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).
+    description = "A page of the sandbox's audiences with `start`/`limit` offset paging, sorted, and filtered by exact `property` matches and case-insensitive `name`/`description` substrings. Without any `property` filter, `inactive` audiences are left out (as the real service does); with one they are included. `_page.next` and `_links.next` are present only when another page follows; `_links.next.href` keeps the caller's filters and adds a `cursor`: following it reads the next page from the index at its position. Query strings are form-encoded (`+` is a space, `==` may arrive as `%3D%3D`).
 
 Differs from Adobe's document (deliberate, see API.md section 2):
 - `parameter property (query) type`: `property` may be repeated (`property=type==ExternalSegment&property=lifecycleState!=draft`) and every filter must hold, so it is an array of strings; a single `property` is sent exactly as Adobe's.",
     params(
         ("start" = Option<i64>, Query, minimum = 0, description = "Offset of the first audience, >= 0 (default 0)", example = 0),
+        ("cursor" = Option<String>, Query, description = "Opaque: the position `_links.next.href` carries so that the next page is read from where the last one ended (as cheap deep in the list as at its head, and not shifted by audiences created meanwhile). Send it only as the link gives it, with the link's `start`; a cursor altered or made for another sandbox, sort, filter or `start` is a 400 naming `cursor`. Without it, `start` alone pages as before"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..1000 (default 20)", example = 20),
         ("sort" = Option<String>, Query, description = "`field:asc` or `field:desc`; fields: `name`, `creationTime`, `updateTime`, `createEpoch`, `updateEpoch`, `lifecycleState`, `audienceId`, `namespace` (default `updateTime:desc`; ties broken by `id`, so pages never repeat or skip)", example = "updateTime:desc"),
         ("property" = Option<Vec<String>>, Query, explode = true, description = "`field==value` (exact) or `field!=value`, for example `audienceId==test-audience-id`; repeatable, all must hold; fields: `id`, `audienceId`, `name`, `namespace`, `type`, `originName`, `lifecycleState`, `datasetId`, `createdBy`"),
@@ -79,7 +80,10 @@ pub async fn list_audiences(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q = ListQuery::parse(req.query_string(), &state.limits)?;
-    let page = service::list(&state.pool, &tenant, &q).await?;
+    // The server's stored secret also keys the list cursors (they are bound to it by a MAC).
+    let secret = state.landing_keys.secret(&state.pool).await?;
+    let listed = service::list(&state.pool, secret, &tenant, &q).await?;
+    let page = listed.page;
     // The page may end before `limit` when its byte budget is spent; `next` follows what was
     // sent, so a client that follows it sees every audience once.
     let page_size = page.count;
@@ -96,9 +100,15 @@ pub async fn list_audiences(
     let mut links = Map::new();
     if page_size > 0 && next < page.total {
         page_info["next"] = json!(next);
+        // The cursor (URL-safe base64) lets the next page be read from the index at its
+        // position; `start` stays for clients that read it.
+        let cursor = listed
+            .next_cursor
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
         links.insert(
             "next".into(),
-            json!({ "href": format!("@/audiences?{}", q.link_query(next)) }),
+            json!({ "href": format!("@/audiences?{}{cursor}", q.link_query(next)) }),
         );
     }
     let body = format!(

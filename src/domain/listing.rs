@@ -48,6 +48,17 @@ impl SortField {
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.api_name() == s)
     }
+
+    /// Whether the field's values are integers (the times); the others are text.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            SortField::CreationTime
+                | SortField::UpdateTime
+                | SortField::CreateEpoch
+                | SortField::UpdateEpoch
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +125,9 @@ pub struct ListQuery {
     pub entity_type: Option<String>,
     /// The caller's parameters other than paging, kept to build `_links.next`.
     pub passthrough: Vec<(String, String)>,
+    /// The keyset cursor of a `_links.next.href`, as sent (checked by the use case, which holds
+    /// the key; see `domain::cursor`).
+    pub cursor: Option<String>,
     /// The page ends before the audience that would take its JSON past this many bytes
     /// (`MAX_LIST_PAGE_BYTES`); it always holds at least one audience.
     pub page_bytes: usize,
@@ -134,6 +148,7 @@ impl ListQuery {
             description: None,
             entity_type: None,
             passthrough: Vec::new(),
+            cursor: None,
             page_bytes: limits.max_list_page_bytes,
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -157,6 +172,7 @@ impl ListQuery {
     ) -> Result<Link, ApiError> {
         match key {
             "start" => self.start = parse_start(value)?,
+            "cursor" => self.cursor = Some(value.to_owned()),
             "limit" => self.limit = parse_limit(value)?,
             "sort" => {
                 (self.sort, self.descending) = parse_sort(value)?;
@@ -205,6 +221,21 @@ impl ListQuery {
         self.properties.is_empty()
     }
 
+    /// What a cursor is bound to: the sandbox, the sort and every filter, so that a cursor is
+    /// read back only by the listing it was made for.
+    pub fn cursor_scope(&self, sandbox: &str) -> String {
+        let mut filters = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.passthrough.iter().filter(|(k, _)| k != "sort") {
+            filters.append_pair(k, v);
+        }
+        format!(
+            "{sandbox}|{}:{}|{}",
+            self.sort.api_name(),
+            self.direction(),
+            filters.finish()
+        )
+    }
+
     /// The query string of the page that starts at `start`, with the caller's filters.
     pub fn link_query(&self, start: i64) -> String {
         let mut out = url::form_urlencoded::Serializer::new(String::new());
@@ -241,8 +272,9 @@ enum Link {
 }
 
 /// The parameters this query reads.
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "start",
+    "cursor",
     "limit",
     "sort",
     "property",
@@ -315,6 +347,7 @@ fn check_value_length(key: &str, value: &str, limits: &Limits) -> Result<(), Api
         "name" => limits.max_name_chars,
         "description" => limits.max_description_chars,
         "entityType" | "sort" | "start" | "limit" => limits.max_id_chars,
+        "cursor" => max_cursor_chars(limits),
         "property" => limits.max_name_chars.max(limits.max_id_chars) + "audienceId==".len(),
         _ => return Ok(()),
     };
@@ -324,6 +357,14 @@ fn check_value_length(key: &str, value: &str, limits: &Limits) -> Result<(), Api
             value.chars().count()
         ))
     })
+}
+
+/// The longest cursor this server makes: its fixed part (version, start, id, MAC: 42 bytes) and a
+/// sort key of at most the longest name or id, 4 bytes a character, in base64 (4 characters for
+/// every 3 bytes).
+pub fn max_cursor_chars(limits: &Limits) -> usize {
+    let bytes = 42 + 4 * limits.max_name_chars.max(limits.max_id_chars);
+    bytes.div_ceil(3) * 4
 }
 
 fn parse_property(value: &str) -> Result<PropertyFilter, ApiError> {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{violated_constraint, Conflict, StoreError};
 use crate::domain::{
     audience::Audience,
+    cursor::{Cursor, SortKey},
     lifecycle::Lifecycle,
     listing::{ListQuery, PropertyField, SortField},
     Tenant,
@@ -309,20 +310,51 @@ pub struct Page {
     /// page's byte budget ended it early.
     pub count: i64,
     pub total: i64,
+    /// The sort key and id of the page's last audience (where the next page starts).
+    pub last: Option<(SortKey, Uuid)>,
 }
 
 /// Lists a page. The page and the count are one statement, one round trip, which reads the
-/// page's bodies one by one up to its byte budget (`list_statement` says how).
-pub async fn list(pool: &PgPool, tenant: &Tenant, q: &ListQuery) -> Result<Page, StoreError> {
-    let (sql, arguments) = list_statement(tenant, q)?;
-    let (total, count, children): (i64, i64, String) =
-        sqlx::query_as_with(AssertSqlSafe(sql), arguments)
-            .fetch_one(pool)
-            .await?;
+/// page's bodies one by one up to its byte budget (`list_statement` says how). With `after` the
+/// page starts right after that position in the order (a keyset read) instead of skipping
+/// `q.start` rows.
+pub async fn list(
+    pool: &PgPool,
+    tenant: &Tenant,
+    q: &ListQuery,
+    after: Option<&Cursor>,
+) -> Result<Page, StoreError> {
+    let (sql, arguments) = list_statement(tenant, q, after)?;
+    let (total, count, children, last_id, last_key): (
+        i64,
+        i64,
+        String,
+        Option<Uuid>,
+        Option<String>,
+    ) = sqlx::query_as_with(AssertSqlSafe(sql), arguments)
+        .fetch_one(pool)
+        .await?;
+    let last = match (last_id, last_key) {
+        (Some(id), Some(key)) => Some((decode_key(q.sort, id, key)?, id)),
+        _ => None,
+    };
     Ok(Page {
         children,
         count,
         total,
+        last,
+    })
+}
+
+/// A sort key read back as text: the time columns hold integers.
+fn decode_key(sort: SortField, id: Uuid, key: String) -> Result<SortKey, StoreError> {
+    if !sort.is_integer() {
+        return Ok(SortKey::Text(key));
+    }
+    key.parse().map(SortKey::Int).map_err(|_| {
+        StoreError::Corrupt(anyhow!(
+            "audience {id} has the sort key '{key}', which is not an integer"
+        ))
     })
 }
 
@@ -334,7 +366,7 @@ pub async fn explain_list(
     tenant: &Tenant,
     q: &ListQuery,
 ) -> Result<Vec<String>, StoreError> {
-    let (sql, arguments) = list_statement(tenant, q)?;
+    let (sql, arguments) = list_statement(tenant, q, None)?;
     Ok(
         sqlx::query_scalar_with(AssertSqlSafe(format!("EXPLAIN {sql}")), arguments)
             .fetch_all(pool)
@@ -378,11 +410,17 @@ fn property_column(field: PropertyField) -> &'static str {
 /// walk stops at the first body that passes `q.page_bytes`: that one and the rest are left out
 /// (the first body is always kept), so neither the database nor the server holds more than the
 /// budget and one body, whatever `limit` says.
-fn list_statement(tenant: &Tenant, q: &ListQuery) -> Result<(String, PgArguments), StoreError> {
+fn list_statement(
+    tenant: &Tenant,
+    q: &ListQuery,
+    after: Option<&Cursor>,
+) -> Result<(String, PgArguments), StoreError> {
     let mut arguments = PgArguments::default();
+    // A keyset page skips nothing: the position is in its condition.
+    let offset = if after.is_some() { 0 } else { q.start };
     arguments
         .add(tenant.sandbox_id())
-        .and_then(|()| arguments.add(q.start))
+        .and_then(|()| arguments.add(offset))
         .and_then(|()| arguments.add(q.limit))
         .and_then(|()| arguments.add(i64::try_from(q.page_bytes).unwrap_or(i64::MAX)))
         .map_err(sqlx::Error::Encode)?;
@@ -418,6 +456,28 @@ fn list_statement(tenant: &Tenant, q: &ListQuery) -> Result<(String, PgArguments
     }
     let column = sort_column(q.sort);
     let dir = q.direction();
+    // The head of a list and every keyset page skip nothing, and `limit` is a checked integer
+    // (1 to 1000): written into the text, they let PostgreSQL keep one generic plan for these
+    // statements instead of planning each call anew (planning took as long as running a first
+    // page). A real offset stays the argument $2, planned for its value (a generic plan cannot
+    // know how far it skips). $2 and $3 are bound either way, so the numbering does not move.
+    let offset = if after.is_some() || q.start == 0 {
+        "0".to_owned()
+    } else {
+        "$2".to_owned()
+    };
+    let limit = q.limit;
+    // The rows after the cursor's, in the listing's order: a range of the sort's index.
+    let mut keyset = String::new();
+    if let Some(cursor) = after {
+        let key = match &cursor.key {
+            SortKey::Int(n) => bind_next(&mut arguments, *n)?,
+            SortKey::Text(s) => bind_next(&mut arguments, s.clone())?,
+        };
+        let id = bind_next(&mut arguments, cursor.id)?;
+        let operator = if q.descending { "<" } else { ">" };
+        keyset = format!(" AND ({column}, id) {operator} ({key}, {id})");
+    }
     // The default listing (no filter but the hidden inactive ones) is counted from the
     // trigger-kept counters; any other filter counts the matching rows.
     let count = if q.has_filters() {
@@ -431,10 +491,11 @@ fn list_statement(tenant: &Tenant, q: &ListQuery) -> Result<(String, PgArguments
     };
     let sql = format!(
         "WITH RECURSIVE page AS MATERIALIZED (
-             SELECT id, {column} AS k FROM audiences WHERE {filters}
-             ORDER BY {column} {dir}, id {dir} OFFSET $2 LIMIT $3),
+             SELECT id, {column} AS k FROM audiences WHERE {filters}{keyset}
+             ORDER BY {column} {dir}, id {dir} OFFSET {offset} LIMIT {limit}),
          ordered AS MATERIALIZED (
-             SELECT array_agg(id ORDER BY k {dir}, id {dir}) AS ids FROM page),
+             SELECT array_agg(id ORDER BY k {dir}, id {dir}) AS ids,
+                    array_agg(k::text ORDER BY k {dir}, id {dir}) AS keys FROM page),
          walk (n, body, bytes) AS (
              SELECT 1, b.body, octet_length(b.body)::bigint
              FROM ordered, LATERAL (SELECT a.body::text AS body FROM audiences a
@@ -444,15 +505,21 @@ fn list_statement(tenant: &Tenant, q: &ListQuery) -> Result<(String, PgArguments
              FROM walk w, ordered, LATERAL (SELECT a.body::text AS body FROM audiences a
                                             WHERE a.sandbox_id = $1 AND a.id = ordered.ids[w.n + 1]) b
              WHERE w.bytes <= $4),
-         kept AS (SELECT n, body FROM walk WHERE n = 1 OR bytes <= $4)
-         SELECT ({count}), (SELECT count(*) FROM kept),
-                coalesce((SELECT string_agg(body, ',' ORDER BY n) FROM kept), '')"
+         kept AS (SELECT n, body FROM walk WHERE n = 1 OR bytes <= $4),
+         sent AS (SELECT count(*)::int AS n FROM kept)
+         SELECT ({count}), sent.n::bigint,
+                coalesce((SELECT string_agg(body, ',' ORDER BY n) FROM kept), ''),
+                ordered.ids[sent.n], ordered.keys[sent.n]
+         FROM sent, ordered"
     );
     Ok((sql, arguments))
 }
 
 /// Adds `value` to the arguments; its placeholder (`$n`).
-fn bind_next(arguments: &mut PgArguments, value: String) -> Result<String, StoreError> {
+fn bind_next<'q, T>(arguments: &mut PgArguments, value: T) -> Result<String, StoreError>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
     arguments.add(value).map_err(sqlx::Error::Encode)?;
     Ok(format!("${}", arguments.len()))
 }

@@ -45,9 +45,16 @@ async fn page_shape_and_last_page_has_no_next() {
         first["_page"],
         json!({"totalCount": 5, "totalPages": 3, "sortField": "updateTime", "sort": "desc", "pageSize": 2, "limit": 2, "start": 0, "next": 2})
     );
-    assert_eq!(
-        first["_links"]["next"]["href"],
-        "@/audiences?start=2&limit=2&sort=updateTime:desc"
+    // The link repeats the query of the next page and adds its keyset cursor (opaque).
+    let href = first["_links"]["next"]["href"].as_str().unwrap();
+    let (query, cursor) = href.split_once("&cursor=").unwrap();
+    assert_eq!(query, "@/audiences?start=2&limit=2&sort=updateTime:desc");
+    assert!(
+        !cursor.is_empty()
+            && cursor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{cursor}"
     );
     let last = page(&app, "start=4&limit=2").await;
     assert_eq!(last["_page"]["pageSize"], 1);
@@ -325,6 +332,7 @@ async fn property_name_description_and_entity_type_filters() {
     // Links keep the filters.
     let p = page(&app, "limit=1&name=l&property=lifecycleState!=draft").await;
     let href = p["_links"]["next"]["href"].as_str().unwrap();
+    let href = href.split("&cursor=").next().unwrap();
     assert_eq!(href, "@/audiences?start=1&limit=1&sort=updateTime:desc&name=l&property=lifecycleState%21%3Dinactive".replace("inactive", "draft"));
 }
 
@@ -521,4 +529,140 @@ async fn list_plans_use_the_tenant_indexes() {
     // And the API answers from those rows: ours only.
     let p = page(&app, "limit=1").await;
     assert_eq!(p["_page"]["totalCount"], 1 + 2_700);
+}
+
+/// The query of a page's `_links.next.href`.
+fn next_query(page: &Value) -> Option<String> {
+    let href = page["_links"].get("next")?["href"].as_str().unwrap();
+    Some(href.trim_start_matches("@/audiences?").to_owned())
+}
+
+/// Following `_links.next.href` reads each next page from where the last one ended (its keyset
+/// cursor), so audiences created meanwhile (at the head of the newest-first order) shift nothing:
+/// every audience that existed when the walk began comes exactly once, in order, and `start` /
+/// `_page.next` still count as before.
+#[tokio::test]
+async fn following_next_links_sees_every_audience_once_while_others_insert() {
+    let app = TestApp::spawn().await;
+    let mut originals = Vec::new();
+    for i in 0..13 {
+        originals.push(app.created(json!({"name": format!("w{i:02}")})).await);
+    }
+    originals.sort_by_key(|a| sort_key(a, "updateTime"));
+    originals.reverse();
+    let expected = ids(&json!({ "children": originals }));
+    let mut seen = Vec::new();
+    let mut query = "limit=3".to_owned();
+    let mut round = 0;
+    loop {
+        let p = page(&app, &query).await;
+        assert_eq!(p["_page"]["start"], seen.len() as u64, "{query}");
+        seen.extend(ids(&p));
+        // Others write between pages: new audiences land at the head of the order.
+        for k in 0..2 {
+            app.created(json!({"name": format!("late{round}-{k}")}))
+                .await;
+        }
+        round += 1;
+        let Some(next) = p["_page"].get("next") else {
+            assert!(p["_links"].get("next").is_none());
+            break;
+        };
+        assert_eq!(next.as_u64().unwrap(), seen.len() as u64);
+        let q = next_query(&p).unwrap();
+        assert!(
+            q.starts_with(&format!(
+                "start={next}&limit=3&sort=updateTime:desc&cursor="
+            )),
+            "{q}"
+        );
+        query = q;
+    }
+    // The count grows as others insert, so the walk ends when it has passed every original.
+    assert_eq!(
+        seen, expected,
+        "every original once, newest first, none repeated"
+    );
+}
+
+/// The cursor also serves every other sort, ascending or descending, with filters kept.
+#[tokio::test]
+async fn next_links_walk_every_sort_in_order() {
+    let app = TestApp::spawn().await;
+    for i in 0..7 {
+        let name = ["b", "a", "c", "a", "b", "d", "a"][i];
+        app.created(json!({"name": name, "description": format!("walk {i}")}))
+            .await;
+    }
+    for sort in [
+        "name:asc",
+        "name:desc",
+        "creationTime:asc",
+        "updateEpoch:desc",
+    ] {
+        let all = page(&app, &format!("limit=100&sort={sort}&description=walk")).await;
+        let mut seen = Vec::new();
+        let mut query = format!("limit=2&sort={sort}&description=walk");
+        loop {
+            let p = page(&app, &query).await;
+            seen.extend(ids(&p));
+            match next_query(&p) {
+                Some(q) => query = q,
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids(&all), "{sort}");
+    }
+}
+
+/// A cursor is read back only by the listing it was made for: altered, made up, moved to another
+/// `start`, sort, filter or sandbox, it is a 400 naming `cursor`.
+#[tokio::test]
+async fn a_tampered_or_foreign_cursor_is_400_naming_it() {
+    let app = TestApp::spawn().await;
+    for i in 0..4 {
+        app.created(json!({"name": format!("t{i}")})).await;
+    }
+    let q = next_query(&page(&app, "limit=2").await).unwrap();
+    let cursor = q.split("cursor=").nth(1).unwrap().to_owned();
+    assert_eq!(app.list(&q).await.status(), 200);
+    // One character of the cursor changed.
+    let mut chars: Vec<char> = cursor.chars().collect();
+    chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+    let altered: String = chars.into_iter().collect();
+    let long = "A".repeat(5_000);
+    for query in [
+        format!("start=2&limit=2&cursor={altered}"),
+        format!("start=2&limit=2&cursor={}", &cursor[..cursor.len() - 3]),
+        "start=2&limit=2&cursor=not-a-cursor".to_owned(),
+        "start=2&limit=2&cursor=".to_owned(),
+        format!("start=1&limit=2&cursor={cursor}"),
+        format!("start=2&limit=2&sort=name:asc&cursor={cursor}"),
+        format!("start=2&limit=2&name=t&cursor={cursor}"),
+        format!("start=2&limit=2&cursor={long}"),
+    ] {
+        let res = app.list(&query).await;
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert!(body.to_string().contains("'cursor'"), "{query}: {body}");
+    }
+    // Another sandbox of the same organisation, with the same audiences' positions: refused.
+    let other = app.as_tenant(&app.org, "other-sandbox");
+    for i in 0..4 {
+        other
+            .ups(Method::POST, "/audiences")
+            .json(&json!({"name": format!("o{i}")}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let res = other
+        .ups(Method::GET, &format!("/audiences?{q}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // A different page size with the same cursor is fine: the cursor holds a position only.
+    let p = page(&app, &q.replace("limit=2", "limit=1")).await;
+    assert_eq!(p["_page"]["pageSize"], 1);
 }
