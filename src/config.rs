@@ -164,6 +164,21 @@ pub struct Settings {
     #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<Secret>,
 
+    /// Serve the test-control endpoints under `/_local` (reset a sandbox, drain its jobs, ...).
+    /// Default: on in `open` auth mode, off in `verify` mode, where turning it on also needs
+    /// `CONTROL_TOKEN`. See docs/CONTROL.md.
+    #[arg(long, env = "CONTROL_API", action = clap::ArgAction::Set)]
+    pub control_api: Option<bool>,
+
+    /// Bearer token the `/_local` endpoints require when set (in place of the caller's usual
+    /// token); required in `verify` mode. Never printed.
+    #[arg(long, env = "CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<Secret>,
+
+    /// Longest `timeout` (seconds) a `POST /_local/worker/drain` may ask for.
+    #[arg(long, env = "CONTROL_DRAIN_MAX_SECS", default_value_t = 120)]
+    pub control_drain_max_secs: u64,
+
     /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -462,6 +477,17 @@ impl Settings {
         if self.auth_mode == AuthMode::Verify && self.jwt_secret.is_none() {
             anyhow::bail!("AUTH_MODE=verify needs JWT_SECRET to be set");
         }
+        if self.auth_mode == AuthMode::Verify
+            && self.control_enabled()
+            && self.control_token.as_ref().is_none_or(|t| t.0.is_empty())
+        {
+            anyhow::bail!(
+                "CONTROL_API is on in AUTH_MODE=verify: set CONTROL_TOKEN, the bearer token the /_local endpoints then require"
+            );
+        }
+        if !(1..=3600).contains(&self.control_drain_max_secs) {
+            anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
+        }
         if let Some(secret) = &self.jwt_secret {
             if secret.0.len() < MIN_JWT_SECRET_BYTES {
                 anyhow::bail!(
@@ -496,6 +522,12 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Whether the `/_local` test-control endpoints are served: `CONTROL_API`, by default on in
+    /// `open` mode and off in `verify` mode.
+    pub fn control_enabled(&self) -> bool {
+        self.control_api.unwrap_or(self.auth_mode == AuthMode::Open)
     }
 
     /// Settings for tests and embedding: everything default, the given database.
@@ -536,6 +568,9 @@ impl Settings {
             db_timeouts: DbTimeouts::default(),
             limits: Limits::default(),
             metrics_token: None,
+            control_api: None,
+            control_token: None,
+            control_drain_max_secs: 120,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),
@@ -599,6 +634,8 @@ impl fmt::Debug for Settings {
             .field("db_statement_cache", &self.db_statement_cache)
             .field("migrate_on_start", &self.migrate_on_start)
             .field("metrics_token", &self.metrics_token)
+            .field("control_api", &self.control_enabled())
+            .field("control_token", &self.control_token)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()
@@ -709,6 +746,33 @@ mod tests {
         assert_eq!(l.max_sandboxes_per_org, 100);
         let t = super::DbTimeouts::default();
         assert_eq!((t.statement_ms, t.lock_ms), (10_000, 3_000));
+    }
+
+    #[test]
+    fn the_control_api_follows_the_auth_mode_and_needs_a_token_in_verify_mode() {
+        let mut s = Settings::for_database("postgres://x");
+        assert!(s.control_enabled());
+        s.auth_mode = super::AuthMode::Verify;
+        s.jwt_secret = Some(super::Secret("x".repeat(32)));
+        assert!(!s.control_enabled());
+        assert!(s.validate().is_ok());
+        s.control_api = Some(true);
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("CONTROL_TOKEN"));
+        s.control_token = Some(super::Secret("t".into()));
+        assert!(s.validate().is_ok());
+        s.auth_mode = super::AuthMode::Open;
+        s.control_api = Some(false);
+        assert!(!s.control_enabled());
+        s.control_drain_max_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("CONTROL_DRAIN_MAX_SECS"));
     }
 
     #[test]

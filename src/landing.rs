@@ -235,6 +235,40 @@ impl Zone {
         self.root.join(&self.account).join(CONTAINER_NAME)
     }
 
+    /// Deletes everything the zone holds (blobs, uncommitted blocks, uploads in progress); returns
+    /// how many files there were (counted up to [`WALK_CAP`] entries). The zone's folder is made
+    /// again on its next use. Links are removed, never followed (`remove_dir_all` does not follow
+    /// them).
+    pub fn clear(&self) -> io::Result<u64> {
+        let dir = self.root.join(&self.account);
+        let mut files = 0;
+        let (mut pending, mut seen) = (vec![dir.clone()], 0);
+        while let Some(folder) = pending.pop() {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                seen += 1;
+                if seen > WALK_CAP {
+                    break;
+                }
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    files += 1;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(files),
+        }
+    }
+
     fn account_dir(&self, create: bool) -> Result<OwnedFd, ZoneError> {
         if create {
             std::fs::create_dir_all(&self.root)?;

@@ -154,6 +154,12 @@ impl Application {
             monitoring: monitoring.clone(),
             metrics_token: settings.metrics_token.clone(),
             lifecycle: lifecycle.clone(),
+            control: settings.control_enabled().then(|| api::control::Control {
+                token: settings.control_token.clone(),
+                drain_max_secs: settings.control_drain_max_secs,
+                worker: Worker::new(pool.clone(), control_worker_config(&settings))
+                    .with_monitoring(monitoring.clone()),
+            }),
         });
         let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
@@ -288,6 +294,14 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The configuration of the worker that drains a sandbox on request (test control): the
+/// background worker's, under a name of its own.
+fn control_worker_config(settings: &Settings) -> WorkerConfig {
+    let mut cfg = WorkerConfig::from_settings(settings);
+    cfg.id = format!("control-{}", cfg.id);
+    cfg
 }
 
 async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {

@@ -4,6 +4,7 @@
 
 pub mod ais;
 pub mod audiences;
+pub mod control;
 pub mod landing;
 pub mod retry;
 

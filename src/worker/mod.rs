@@ -140,6 +140,55 @@ impl Worker {
         Ok(done)
     }
 
+    /// Carries out every open job of one sandbox now, waiting for the steps other workers hold,
+    /// until none is left or `deadline` passes (test control, `POST /_local/worker/drain`). Jobs
+    /// waiting for a retry's backoff are taken at once. A step still running at the deadline is
+    /// abandoned and its job handed back, as at shutdown. Returns the steps done here, and
+    /// whether the sandbox was drained.
+    pub async fn drain_sandbox(
+        &self,
+        sandbox_id: Uuid,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<(u64, bool)> {
+        let mut steps = 0;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok((steps, false));
+            }
+            let now = self.now();
+            let due_by = now + Duration::days(365 * 100);
+            let claimed = jobs::claim_in(
+                &self.pool,
+                sandbox_id,
+                &self.cfg.id,
+                now,
+                due_by,
+                now + self.cfg.lease,
+            )
+            .await?;
+            let Some(job) = claimed else {
+                if jobs::open_in(&self.pool, sandbox_id).await? == 0 {
+                    return Ok((steps, true));
+                }
+                // Another worker holds a step of this sandbox: wait for it.
+                tokio::time::sleep_until(
+                    deadline
+                        .min(tokio::time::Instant::now() + std::time::Duration::from_millis(20)),
+                )
+                .await;
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, self.execute(job.clone())).await {
+                Ok(done) => done?,
+                Err(_) => {
+                    self.hand_back(&job).await;
+                    return Ok((steps, false));
+                }
+            }
+            steps += 1;
+        }
+    }
+
     /// Claims the next due job without working on it (public so tests can play a worker that
     /// dies holding a claim).
     pub async fn claim(&self) -> Result<Option<Job>, storage::StoreError> {

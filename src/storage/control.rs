@@ -1,0 +1,124 @@
+//! SQL of the test-control endpoints (`/_local`, docs/CONTROL.md): the reset of a whole sandbox
+//! and the sandbox's clock offset.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{control::Removed, Tenant};
+
+/// Deletes every row of the tenant's sandbox, in the caller's transaction, taking the row locks
+/// in the one lock order (`service::audiences::delete_cascade`): jobs, operations, external
+/// audiences, UPS audiences (in id order), runs. The bulk rows (members, staged identities) of
+/// the sandbox's audiences and runs go too. The sandbox itself and its landing zone (account and
+/// credential) stay; the zone's files are the caller's.
+pub async fn reset(conn: &mut PgConnection, tenant: &Tenant) -> Result<Removed, StoreError> {
+    let sandbox = tenant.sandbox_id();
+    let locked = |table: &str| {
+        format!("SELECT id FROM {table} WHERE sandbox_id = $1 ORDER BY id FOR UPDATE")
+    };
+    // 1, 2, 3: jobs, operations, external audiences (the ids kept are the last table's).
+    let mut externals: Vec<Uuid> = Vec::new();
+    for table in ["ais_jobs", "ais_operations", "external_audiences"] {
+        externals = sqlx::query_scalar(sqlx::AssertSqlSafe(locked(table)))
+            .bind(sandbox)
+            .fetch_all(&mut *conn)
+            .await?;
+    }
+    // 4: UPS audiences, locked in id order, then deleted together (they may reference each other;
+    // none is left to refer to them).
+    let audiences: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(locked("audiences")))
+        .bind(sandbox)
+        .fetch_all(&mut *conn)
+        .await?;
+    delete_all(conn, "audiences", sandbox).await?;
+    // 5: runs, with the identities their stages staged.
+    let runs: Vec<Uuid> =
+        sqlx::query_scalar("DELETE FROM ais_runs WHERE sandbox_id = $1 RETURNING id")
+            .bind(sandbox)
+            .fetch_all(&mut *conn)
+            .await?;
+    let staged_rows = sqlx::query("DELETE FROM ais_staged_members WHERE run_id = ANY($1)")
+        .bind(&runs)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let members = sqlx::query("DELETE FROM ais_members WHERE audience_id = ANY($1)")
+        .bind(&externals)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    // The rows locked first go last: nothing refers to them any more.
+    let external_audiences = delete_all(conn, "external_audiences", sandbox).await?;
+    let operations = delete_all(conn, "ais_operations", sandbox).await?;
+    let jobs = delete_all(conn, "ais_jobs", sandbox).await?;
+    delete_all(conn, "ais_job_turns", sandbox).await?;
+    let clock_offset = delete_all(conn, "control_clocks", sandbox).await? > 0;
+    Ok(Removed {
+        audiences: audiences.len() as u64,
+        external_audiences,
+        operations,
+        runs: runs.len() as u64,
+        jobs,
+        members,
+        staged_rows,
+        clock_offset,
+        zone_files: 0,
+    })
+}
+
+/// Deletes the sandbox's rows of `table` (one of this module's, never a caller's string).
+async fn delete_all(
+    conn: &mut PgConnection,
+    table: &'static str,
+    sandbox: Uuid,
+) -> Result<u64, StoreError> {
+    let sql = format!("DELETE FROM {table} WHERE sandbox_id = $1");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(sandbox)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
+
+/// The sandbox's clock offset in seconds (0 when none is set).
+pub async fn clock_offset(conn: &mut PgConnection, sandbox_id: Uuid) -> Result<i64, StoreError> {
+    let offset: Option<i64> =
+        sqlx::query_scalar("SELECT offset_seconds FROM control_clocks WHERE sandbox_id = $1")
+            .bind(sandbox_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(offset.unwrap_or(0))
+}
+
+/// Sets the tenant's clock offset.
+pub async fn set_clock_offset(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    seconds: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO control_clocks (sandbox_id, offset_seconds, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (sandbox_id) DO UPDATE SET offset_seconds = $2, updated_at = $3",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(seconds)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes the tenant's clock offset; whether there was one.
+pub async fn clear_clock_offset(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM control_clocks WHERE sandbox_id = $1")
+        .bind(tenant.sandbox_id())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
