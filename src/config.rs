@@ -179,6 +179,10 @@ pub struct Settings {
     #[arg(long, env = "CONTROL_DRAIN_MAX_SECS", default_value_t = 120)]
     pub control_drain_max_secs: u64,
 
+    /// Largest clock offset (`PUT /_local/clock`) a sandbox may be given, in days.
+    #[arg(long, env = "CONTROL_MAX_CLOCK_OFFSET_DAYS", default_value_t = 3660)]
+    pub control_max_clock_offset_days: i64,
+
     /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -488,6 +492,9 @@ impl Settings {
         if !(1..=3600).contains(&self.control_drain_max_secs) {
             anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
         }
+        if !(0..=36_600).contains(&self.control_max_clock_offset_days) {
+            anyhow::bail!("CONTROL_MAX_CLOCK_OFFSET_DAYS must be between 0 and 36600");
+        }
         if let Some(secret) = &self.jwt_secret {
             if secret.0.len() < MIN_JWT_SECRET_BYTES {
                 anyhow::bail!(
@@ -571,6 +578,7 @@ impl Settings {
             control_api: None,
             control_token: None,
             control_drain_max_secs: 120,
+            control_max_clock_offset_days: 3660,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),

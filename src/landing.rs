@@ -657,6 +657,16 @@ pub struct Expired {
 /// empty. `now` comes from the caller's clock, so tests can move time. Several processes may
 /// sweep the same volume at once: a file another one removed first is skipped.
 pub fn expire_files(root: &Path, now: SystemTime, ttl: Duration) -> io::Result<Expired> {
+    expire_files_at(root, |_| now, ttl)
+}
+
+/// [`expire_files`] with each zone's own time: `now_of(account)` (a sandbox's test-control clock
+/// offset moves its zone's time).
+pub fn expire_files_at(
+    root: &Path,
+    now_of: impl Fn(&str) -> SystemTime,
+    ttl: Duration,
+) -> io::Result<Expired> {
     let mut expired = Expired::default();
     let root_fd = match sys::open(
         root,
@@ -675,6 +685,7 @@ pub fn expire_files(root: &Path, now: SystemTime, ttl: Duration) -> io::Result<E
         let Ok(account_fd) = sub_dir(&root_fd, &account, false) else {
             continue;
         };
+        let now = now_of(&account);
         if let Ok(container) = sub_dir(&account_fd, CONTAINER_NAME, false) {
             let mut budget = WALK_CAP;
             expired.files += sweep(&container, now, ttl, &mut budget, 0);

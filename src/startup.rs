@@ -157,6 +157,7 @@ impl Application {
             control: settings.control_enabled().then(|| api::control::Control {
                 token: settings.control_token.clone(),
                 drain_max_secs: settings.control_drain_max_secs,
+                max_clock_offset_days: settings.control_max_clock_offset_days,
                 worker: Worker::new(pool.clone(), control_worker_config(&settings))
                     .with_monitoring(monitoring.clone()),
             }),

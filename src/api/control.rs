@@ -1,14 +1,14 @@
 //! Test control for client suites (`/_local`, docs/CONTROL.md): reset a sandbox, drain its jobs.
 //! Served only with `CONTROL_API` on (`gate::control_gate`); tenant-scoped by the usual headers.
 
-use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, http::StatusCode, post, put, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{ais::query_param, respond, schemas::ErrorBody, AppState};
+use super::{ais::query_param, json_body, respond, schemas::ErrorBody, AppState, Family};
 use crate::{
     config::Secret,
     domain::{
-        control::{self, Drained, Removed},
+        control::{self, ClockOffset, Drained, Removed, SandboxClock},
         Tenant,
     },
     error::{ApiError, Code},
@@ -25,6 +25,8 @@ pub struct Control {
     pub token: Option<Secret>,
     /// `CONTROL_DRAIN_MAX_SECS`.
     pub drain_max_secs: u64,
+    /// `CONTROL_MAX_CLOCK_OFFSET_DAYS`.
+    pub max_clock_offset_days: i64,
     /// A worker on the HTTP side's pool that carries out a drained sandbox's jobs.
     pub worker: Worker,
 }
@@ -106,21 +108,91 @@ pub async fn drain_worker(
         .map_err(|rule| ApiError::bad_param("timeout", rule))?;
     let started = tokio::time::Instant::now();
     let deadline = started + std::time::Duration::from_secs(seconds);
-    let (steps, drained) = control
+    let drain = control
         .worker
         .drain_sandbox(tenant.sandbox_id(), deadline)
         .await
         .map_err(worker_failed)?;
-    if !drained {
+    if !drain.drained {
         return Err(ApiError::new(
             Code::ControlTimeout,
             format!(
-                "Query parameter 'timeout': jobs of this sandbox were still open after {seconds} s ({steps} steps done); the background worker continues them."
+                "Query parameter 'timeout': jobs of this sandbox were still open after {seconds} s ({} steps done); the background worker continues them.",
+                drain.steps
             ),
         ));
     }
     ok(&Drained {
-        steps,
+        steps: drain.steps,
+        expired: drain.expired,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Read the sandbox's clock.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "getSandboxClock",
+    summary = "The sandbox's clock offset and time",
+    responses(
+        (status = 200, description = "The offset (0 when none is set) and the sandbox's time", body = SandboxClock),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[get("/clock")]
+pub async fn get_clock(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    ok(&service::clock(&state.pool, &state.clock, &tenant).await?)
+}
+
+/// Move the sandbox's clock.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "setSandboxClock",
+    summary = "Run the sandbox's clock ahead",
+    description = "Sets how many seconds the sandbox's clock runs ahead of the server's: 0 to `CONTROL_MAX_CLOCK_OFFSET_DAYS` days (default 3660). Stored in the database, so every replica agrees. The sandbox's TTL expiry, run and operation time stamps, external-audience times, landing-zone credential expiry and zone file expiry read this clock; the job queue keeps the server's. Expiry happens at the worker's next maintenance pass, or at once with `POST /_local/worker/drain`.",
+    request_body(content = ClockOffset, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The offset set and the sandbox's time", body = SandboxClock),
+        (status = 400, description = "`offsetSeconds` is missing, not an integer, or out of its bounds", body = ErrorBody),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[put("/clock")]
+pub async fn set_clock(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let max_days = control(&state)?.max_clock_offset_days;
+    let value = json_body(&body, Family::Ups, &state.limits)?;
+    let request: ClockOffset = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_body(format!(
+            "Field 'offsetSeconds' is required and must be a whole number of seconds: {e}."
+        ))
+    })?;
+    let seconds =
+        control::check_clock_offset(request.offset_seconds, max_days).map_err(ApiError::limit)?;
+    ok(&service::set_clock(&state.pool, &state.clock, &tenant, seconds).await?)
+}
+
+/// Reset the sandbox's clock.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "clearSandboxClock",
+    summary = "Give the sandbox the server's clock again",
+    description = "Removes the sandbox's clock offset. Times already written at the offset stay as they are.",
+    responses(
+        (status = 200, description = "The sandbox's clock, now the server's", body = SandboxClock),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[delete("/clock")]
+pub async fn clear_clock(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    ok(&service::clear_clock(&state.pool, &state.clock, &tenant).await?)
 }

@@ -241,6 +241,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .wrap(from_fn(gate::control_gate))
             .service(control::reset_sandbox)
             .service(control::drain_worker)
+            .service(control::get_clock)
+            .service(control::set_clock)
+            .service(control::clear_clock)
             .default_service(web::to(unmatched)),
     );
 }

@@ -1,5 +1,5 @@
 //! SQL of the test-control endpoints (`/_local`, docs/CONTROL.md): the reset of a whole sandbox
-//! and the sandbox's clock offset.
+//! and the sandbox's clock offset (which every replica reads here, so they agree).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -82,14 +82,31 @@ async fn delete_all(
         .rows_affected())
 }
 
-/// The sandbox's clock offset in seconds (0 when none is set).
-pub async fn clock_offset(conn: &mut PgConnection, sandbox_id: Uuid) -> Result<i64, StoreError> {
+/// The clock offset of a sandbox in seconds (0 when none is set). By sandbox id, so that the
+/// blob API (which knows a zone's sandbox, not its tenant) can ask too.
+pub async fn clock_offset<'e>(
+    conn: impl sqlx::PgExecutor<'e>,
+    sandbox_id: Uuid,
+) -> Result<i64, StoreError> {
     let offset: Option<i64> =
         sqlx::query_scalar("SELECT offset_seconds FROM control_clocks WHERE sandbox_id = $1")
             .bind(sandbox_id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(conn)
             .await?;
     Ok(offset.unwrap_or(0))
+}
+
+/// The clock offsets of the landing zones whose sandbox has one, by account name.
+pub async fn zone_clock_offsets(
+    conn: &mut PgConnection,
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT z.account_name, c.offset_seconds FROM landing_zones z
+         JOIN control_clocks c USING (sandbox_id)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Sets the tenant's clock offset.

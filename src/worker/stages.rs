@@ -91,7 +91,7 @@ impl Worker {
 
     /// The run of a dataset job, if it is still in progress, with what it reads.
     async fn open_ingestion(&self, job: &Job) -> anyhow::Result<Option<Ingestion>> {
-        let started = self.now();
+        let started = self.sandbox_now(job.sandbox_id).await?;
         let clock_start = Instant::now();
         let mut conn = self.pool.acquire().await?;
         let tenant = self.tenant(&mut conn, job.sandbox_id).await?;
@@ -169,7 +169,9 @@ impl Worker {
     /// Ends DATASET_INGEST in one transaction holding the claim: the run fails (the job ends),
     /// or its details are written and the job moves on to the profile step.
     async fn end_dataset(&self, job: &Job, ingestion: Ingestion, scan: Scan) -> anyhow::Result<()> {
-        let now = self.now();
+        // The sandbox's time for the run; the server's for the job queue.
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let server_now = self.now();
         let Ingestion {
             tenant,
             mut run,
@@ -208,12 +210,12 @@ impl Worker {
                     now,
                 )
                 .await?;
-                jobs::finish(&mut tx, job, now).await?;
+                jobs::finish(&mut tx, job, server_now).await?;
             }
             None => {
                 storage::ais::update_run_details(&mut tx, &tenant, run.id, &run.details, now)
                     .await?;
-                jobs::advance(&mut tx, job, JobStep::Profile, Some(job.claim), now).await?;
+                jobs::advance(&mut tx, job, JobStep::Profile, Some(job.claim), server_now).await?;
             }
         }
         tx.commit().await?;
@@ -229,7 +231,7 @@ impl Worker {
     /// PROFILE_STORE_INGEST: moves the distinct identities the dataset stage staged into the
     /// run's own member set, then points the audience at it.
     pub(super) async fn profile_ingest(&self, job: &Job) -> anyhow::Result<()> {
-        let started = self.now();
+        let started = self.sandbox_now(job.sandbox_id).await?;
         let clock_start = Instant::now();
         let staged = job.staged_claim.ok_or_else(|| {
             anyhow!(
@@ -312,7 +314,9 @@ impl Worker {
         stored: i64,
         timing: impl Fn(DateTime<Utc>) -> StageTiming,
     ) -> anyhow::Result<bool> {
-        let now = self.now();
+        // The sandbox's time for the run and the data's expiry; the server's for the job queue.
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let server_now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::lock_claimed(&mut tx, job).await? {
             return Ok(false);
@@ -325,7 +329,7 @@ impl Worker {
             _ => None,
         };
         let (Some(mut run), Some(ext)) = (run, ext) else {
-            jobs::finish(&mut tx, job, now).await?;
+            jobs::finish(&mut tx, job, server_now).await?;
             tx.commit().await?;
             return Ok(false);
         };
@@ -344,7 +348,7 @@ impl Worker {
             now,
         )
         .await?;
-        jobs::finish(&mut tx, job, now).await?;
+        jobs::finish(&mut tx, job, server_now).await?;
         tx.commit().await?;
         Ok(true)
     }

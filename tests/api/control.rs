@@ -268,3 +268,174 @@ async fn in_verify_mode_the_control_api_needs_the_control_token() {
         .unwrap();
     assert_error(res, 400, "UPAPI-113400-400").await;
 }
+
+const DAY_SECS: i64 = 86_400;
+
+/// Sets up an external audience with a finished run in the sandbox `sandbox` of the app's org,
+/// its file dropped in the sandbox's zone; returns its id.
+async fn ingested_in(t: &Ais, sandbox: &str, name: &str) -> String {
+    let tenant = t.app.as_tenant(ORG, sandbox);
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = tenant.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let text = res.text().await.unwrap();
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let creds = send(
+        Method::GET,
+        "/data/foundation/connectors/landingzone/credentials?type=user_drop_zone",
+        None,
+    )
+    .await;
+    let account = creds["storageAccountName"].as_str().unwrap();
+    let file = t
+        .landing
+        .join(account)
+        .join("dlz-user-container/DLZ/suite/people.csv");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, TUTORIAL_CSV).unwrap();
+    let accepted = tenant
+        .request(Method::POST, "/data/core/ais/external-audience/")
+        .json(&named("suite/people.csv", name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let op = accepted.json::<Value>().await.unwrap()["operationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(Method::POST, "/_local/worker/drain", None).await;
+    let path = format!("/data/core/ais/external-audience/operations/{op}");
+    let audience = send(Method::GET, &path, None).await["audienceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runs = format!("/data/core/ais/external-audience/{audience}/runs");
+    send(Method::POST, &runs, Some(json!({"dataFilterStartTime": 0}))).await;
+    send(Method::POST, "/_local/worker/drain", None).await;
+    audience
+}
+
+#[tokio::test]
+async fn a_sandbox_clock_moves_its_ttl_runs_credentials_and_files_and_no_other() {
+    let t = Ais::spawn().await;
+    let app = &t.app;
+    let ours = ingested_in(&t, "prod", "ours").await;
+    let theirs = ingested_in(&t, "dev", "theirs").await;
+    assert!(t.members(&ours).await > 0 && t.members(&theirs).await > 0);
+    let dev = app.as_tenant(ORG, "dev");
+
+    // Bounds.
+    for (body, code) in [
+        (json!({"offsetSeconds": -1}), "UPAPI-113414-400"),
+        (
+            json!({"offsetSeconds": 3661 * DAY_SECS}),
+            "UPAPI-113414-400",
+        ),
+        (json!({"offsetSeconds": "soon"}), "UPLIB-101206-500"),
+        (json!({}), "UPLIB-101206-500"),
+    ] {
+        let res = app
+            .request(Method::PUT, "/_local/clock")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let message = assert_error(res, 400, code).await;
+        assert!(message.contains("'offsetSeconds'"), "{message}");
+    }
+
+    // 91 days on: past the audience's 40-day TTL, the zone's 7 days and the credential's 90.
+    let offset = 91 * DAY_SECS;
+    let res = app
+        .request(Method::PUT, "/_local/clock")
+        .json(&json!({"offsetSeconds": offset}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let clock = local_ok(app, Method::GET, "/clock").await;
+    assert_eq!(clock["offsetSeconds"], offset);
+    let shown: chrono::DateTime<chrono::Utc> = clock["now"].as_str().unwrap().parse().unwrap();
+    assert!(((shown - chrono::Utc::now()).num_seconds() - offset).abs() < 60);
+    let res = dev
+        .request(Method::GET, "/_local/clock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["offsetSeconds"], 0);
+
+    // The drain expires our audience's data at once; the other sandbox's stays, even through a
+    // maintenance pass over every sandbox.
+    let drained = local_ok(app, Method::POST, "/worker/drain").await;
+    assert_eq!(drained["expired"], 1);
+    let expired = t.external(&ours).await;
+    assert_eq!(expired["dataExpired"], true);
+    assert_eq!(expired["profileCount"], 0);
+    assert_eq!(t.members(&ours).await, 0);
+    let worker = t.worker("maintenance").await;
+    let pass = worker.maintain().await.unwrap();
+    assert_eq!(pass.expired, 0);
+    assert!(t.members(&theirs).await > 0);
+    // Zone files: ours are past the zone's TTL by our time, theirs are not.
+    assert_eq!(pass.landing.files, 1);
+    assert!(!t.zone.join("DLZ/suite/people.csv").exists());
+
+    // A run started now is stamped with the sandbox's time.
+    let run = t.start_run(&ours, json!({"dataFilterStartTime": 0})).await;
+    let stamped = run["createdAt"].as_i64().unwrap() / 1000;
+    let expected = chrono::Utc::now().timestamp() + offset;
+    assert!((stamped - expected).abs() < 60, "{run}");
+
+    // Our credential expired by our time and is issued again; theirs holds.
+    let expiry = |tenant: &'static str| async move {
+        let res = app
+            .as_tenant(ORG, tenant)
+            .request(
+                Method::GET,
+                "/data/foundation/connectors/landingzone/credentials?type=user_drop_zone",
+            )
+            .send()
+            .await
+            .unwrap();
+        let creds: Value = res.json().await.unwrap();
+        creds["expiryDate"].as_str().unwrap().to_owned()
+    };
+    let date = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    assert_eq!(expiry("prod").await, date(91 + 90));
+    assert_eq!(expiry("dev").await, date(90));
+
+    // DELETE gives the sandbox the server's clock again.
+    let cleared = local_ok(app, Method::DELETE, "/clock").await;
+    assert_eq!(cleared["offsetSeconds"], 0);
+    assert_eq!(
+        local_ok(app, Method::GET, "/clock").await["offsetSeconds"],
+        0
+    );
+    // A reset removes an offset too.
+    let res = app
+        .request(Method::PUT, "/_local/clock")
+        .json(&json!({"offsetSeconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let removed = local_ok(app, Method::POST, "/sandbox/reset").await;
+    assert_eq!(removed["clockOffset"], true);
+    assert_eq!(
+        local_ok(app, Method::GET, "/clock").await["offsetSeconds"],
+        0
+    );
+}
