@@ -183,6 +183,10 @@ pub struct Settings {
     #[arg(long, env = "CONTROL_MAX_CLOCK_OFFSET_DAYS", default_value_t = 3660)]
     pub control_max_clock_offset_days: i64,
 
+    /// Most faults (`POST /_local/faults`) one sandbox may hold with runs left.
+    #[arg(long, env = "CONTROL_MAX_FAULTS", default_value_t = 100)]
+    pub control_max_faults: i64,
+
     /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -492,6 +496,9 @@ impl Settings {
         if !(1..=3600).contains(&self.control_drain_max_secs) {
             anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
         }
+        if !(1..=10_000).contains(&self.control_max_faults) {
+            anyhow::bail!("CONTROL_MAX_FAULTS must be between 1 and 10000");
+        }
         if !(0..=36_600).contains(&self.control_max_clock_offset_days) {
             anyhow::bail!("CONTROL_MAX_CLOCK_OFFSET_DAYS must be between 0 and 36600");
         }
@@ -579,6 +586,7 @@ impl Settings {
             control_token: None,
             control_drain_max_secs: 120,
             control_max_clock_offset_days: 3660,
+            control_max_faults: 100,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),

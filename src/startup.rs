@@ -158,6 +158,7 @@ impl Application {
                 token: settings.control_token.clone(),
                 drain_max_secs: settings.control_drain_max_secs,
                 max_clock_offset_days: settings.control_max_clock_offset_days,
+                max_faults: settings.control_max_faults,
                 worker: Worker::new(pool.clone(), control_worker_config(&settings))
                     .with_monitoring(monitoring.clone()),
             }),

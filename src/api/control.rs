@@ -8,7 +8,9 @@ use super::{ais::query_param, json_body, respond, schemas::ErrorBody, AppState, 
 use crate::{
     config::Secret,
     domain::{
-        control::{self, ClockOffset, Drained, Removed, SandboxClock},
+        control::{
+            self, ClockOffset, Drained, Fault, FaultBounds, FaultRequest, Removed, SandboxClock,
+        },
         Tenant,
     },
     error::{ApiError, Code},
@@ -27,8 +29,46 @@ pub struct Control {
     pub drain_max_secs: u64,
     /// `CONTROL_MAX_CLOCK_OFFSET_DAYS`.
     pub max_clock_offset_days: i64,
+    /// `CONTROL_MAX_FAULTS`.
+    pub max_faults: i64,
     /// A worker on the HTTP side's pool that carries out a drained sandbox's jobs.
     pub worker: Worker,
+}
+
+/// The answer of a request fault the sandbox asked for (`POST /_local/faults`), if this request
+/// uses one: its status, in the service's error shape (429 and 503 get `Retry-After` from the
+/// request context, as every such answer does). A database failure answers as it would anywhere.
+pub async fn injected_fault(
+    req: &actix_web::dev::ServiceRequest,
+    state: &AppState,
+    tenant: &Tenant,
+) -> Option<HttpResponse> {
+    let taken =
+        service::take_request_fault(&state.pool, tenant, req.method().as_str(), req.path()).await;
+    let status = match taken {
+        Ok(status) => status?,
+        Err(e) => return Some(actix_web::ResponseError::error_response(&e)),
+    };
+    let code = match status {
+        404 => Code::RouteNotFound,
+        408 => Code::ControlTimeout,
+        409 => Code::AudienceConflict,
+        412 => Code::PreconditionFailed,
+        429 => Code::OverShare,
+        500 => Code::Internal,
+        503 => Code::Unavailable,
+        _ => Code::BadBody,
+    };
+    let mut res = respond::error_body(
+        code,
+        &format!(
+            "Injected fault: this sandbox asked for {} {} to answer {status} (POST /_local/faults).",
+            req.method(),
+            req.path()
+        ),
+    );
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(res)
 }
 
 fn ok(body: &impl Serialize) -> Result<HttpResponse, ApiError> {
@@ -134,6 +174,7 @@ pub async fn drain_worker(
     tag = TAG,
     operation_id = "getSandboxClock",
     summary = "The sandbox's clock offset and time",
+    description = "How many seconds the sandbox's clock runs ahead of the server's (`PUT /_local/clock`), and the sandbox's time now.",
     responses(
         (status = 200, description = "The offset (0 when none is set) and the sandbox's time", body = SandboxClock),
         (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
@@ -195,4 +236,82 @@ pub async fn clear_clock(
     tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     ok(&service::clear_clock(&state.pool, &state.clock, &tenant).await?)
+}
+
+/// The sandbox's faults.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FaultList {
+    pub faults: Vec<Fault>,
+}
+
+/// Add a fault.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "addFault",
+    summary = "Make the next runs or requests of this sandbox fail",
+    description = "Either a run fault, `{\"audienceId\", \"stage\", \"message\", \"count\"}`: the next `count` runs of that external audience that reach `stage` (`DATASET_INGEST` or `PROFILE_STORE_INGEST`) fail there with `message`; or a request fault, `{\"method\", \"path\", \"status\", \"count\"}`: the next `count` requests of this sandbox with that method and exactly that path (no query; `/_local` paths excluded) answer `status` (400, 404, 408, 409, 412, 429, 500 or 503) in the service's error shape, before anything else runs; 429 and 503 carry `Retry-After`. `count` is 1 to 10000 (default 1). Faults are stored in the database (every replica uses them), belong to this sandbox only, and their counts are decremented atomically. At most `CONTROL_MAX_FAULTS` (default 100) faults with runs left per sandbox.",
+    request_body(content = FaultRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The fault", body = Fault),
+        (status = 400, description = "The body is not one of the two shapes, a field is out of its bounds, the audience is not an external audience of this sandbox, or the sandbox holds `CONTROL_MAX_FAULTS` faults", body = ErrorBody),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[post("/faults")]
+pub async fn add_fault(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let max = control(&state)?.max_faults;
+    let value = json_body(&body, Family::Ups, &state.limits)?;
+    let request: FaultRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_body(format!("The fault is not valid: {e}.")))?;
+    let bounds = FaultBounds {
+        max_message_chars: state.limits.max_description_chars,
+        max_path_chars: state.limits.max_path_chars,
+    };
+    let (kind, count) = request.parse(bounds).map_err(ApiError::bad_body)?;
+    let fault = service::add_fault(&state.pool, &state.clock, &tenant, kind, count, max).await?;
+    ok(&fault)
+}
+
+/// List the faults.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "listFaults",
+    summary = "The sandbox's faults and their remaining counts",
+    description = "Every fault of this sandbox (never another's), oldest first, with how many runs or requests it still applies to.",
+    responses(
+        (status = 200, description = "The faults, oldest first (used-up ones until the next add or delete)", body = FaultList),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[get("/faults")]
+pub async fn list_faults(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    let faults = service::faults(&state.pool, &tenant).await?;
+    ok(&FaultList { faults })
+}
+
+/// Delete the faults.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "clearFaults",
+    summary = "Remove the sandbox's faults",
+    description = "Deletes every fault of this sandbox, used up or not.",
+    responses(
+        (status = 204, description = "The sandbox has no faults any more"),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[delete("/faults")]
+pub async fn clear_faults(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    service::clear_faults(&state.pool, &tenant).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -71,6 +71,11 @@ async fn gate_as(
                 tokio::time::sleep(SLOW_REFUSAL).await;
                 return Ok(req.into_response(over_share(wait.saturating_sub(SLOW_REFUSAL))));
             }
+            if admission == Admission::Api && state.control.is_some() {
+                if let Some(answer) = super::control::injected_fault(&req, &state, &tenant).await {
+                    return Ok(req.into_response(answer));
+                }
+            }
             let org = tenant.org_id().to_owned();
             req.extensions_mut().insert(tenant);
             req.extensions_mut().insert(caller);

@@ -244,6 +244,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(control::get_clock)
             .service(control::set_clock)
             .service(control::clear_clock)
+            .service(control::add_fault)
+            .service(control::list_faults)
+            .service(control::clear_faults)
             .default_service(web::to(unmatched)),
     );
 }

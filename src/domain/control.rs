@@ -60,6 +60,8 @@ pub struct Removed {
     pub staged_rows: u64,
     /// Whether a clock offset was set.
     pub clock_offset: bool,
+    /// Faults, used up or not.
+    pub faults: u64,
     /// Files (committed blobs, uncommitted blocks and uploads in progress) deleted from the
     /// sandbox's landing zone.
     pub zone_files: u64,
@@ -121,5 +123,160 @@ mod tests {
         for bad in ["0", "121", "-1", "1.5", "x", ""] {
             assert!(drain_timeout(Some(bad), 120).is_err(), "{bad}");
         }
+    }
+}
+
+/// Runs of one fault at most (`count`).
+pub const MAX_FAULT_COUNT: i32 = 10_000;
+
+/// The statuses a request fault may answer with (each has a code in the service's table).
+pub const FAULT_STATUSES: [u16; 8] = [400, 404, 408, 409, 412, 429, 500, 503];
+
+/// The methods a request fault may match.
+pub const FAULT_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The next runs of `audience_id` that reach `stage` fail with `message`.
+    Run {
+        audience_id: uuid::Uuid,
+        stage: crate::domain::run::StageName,
+        message: String,
+    },
+    /// The next requests of the sandbox for `method` and `path` answer `status`.
+    Request {
+        method: String,
+        path: String,
+        status: u16,
+    },
+}
+
+/// `POST /_local/faults`: one of the two shapes.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultRequest {
+    /// Run fault: the external audience whose next runs fail.
+    pub audience_id: Option<String>,
+    /// Run fault: `DATASET_INGEST` or `PROFILE_STORE_INGEST`.
+    pub stage: Option<String>,
+    /// Run fault: the message the failed stage and run show.
+    pub message: Option<String>,
+    /// Request fault: `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
+    pub method: Option<String>,
+    /// Request fault: the request path, exactly (no query), e.g. `/data/core/ups/audiences`.
+    pub path: Option<String>,
+    /// Request fault: 400, 404, 408, 409, 412, 429, 500 or 503 (429 and 503 carry `Retry-After`).
+    pub status: Option<u16>,
+    /// How many runs or requests it applies to: 1 to 10000 (default 1).
+    pub count: Option<i32>,
+}
+
+/// A fault as `GET /_local/faults` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    pub id: uuid::Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience_id: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub count: i32,
+    /// Runs or requests it still applies to.
+    pub remaining: i32,
+}
+
+/// The bounds a fault request is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultBounds {
+    pub max_message_chars: usize,
+    pub max_path_chars: usize,
+}
+
+impl FaultRequest {
+    /// The fault asked for and its count, or what is wrong (naming the field).
+    pub fn parse(self, bounds: FaultBounds) -> Result<(FaultKind, i32), String> {
+        let count = self.count.unwrap_or(1);
+        if !(1..=MAX_FAULT_COUNT).contains(&count) {
+            return Err(format!(
+                "Field 'count' must be from 1 to {MAX_FAULT_COUNT}; got {count}."
+            ));
+        }
+        let run = self.audience_id.is_some() || self.stage.is_some() || self.message.is_some();
+        let request = self.method.is_some() || self.path.is_some() || self.status.is_some();
+        let kind = match (run, request) {
+            (true, false) => {
+                let audience_id = self
+                    .audience_id
+                    .as_deref()
+                    .and_then(|a| uuid::Uuid::parse_str(a).ok())
+                    .ok_or("Field 'audienceId' is required and must be an external audience's id.")?;
+                let stage = self
+                    .stage
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("Field 'stage' must be DATASET_INGEST or PROFILE_STORE_INGEST.")?;
+                let message = self.message.unwrap_or_default();
+                let chars = message.chars().count();
+                if chars == 0 || chars > bounds.max_message_chars {
+                    return Err(format!(
+                        "Field 'message' must be 1 to {} characters (MAX_DESCRIPTION_CHARS); got {chars}.",
+                        bounds.max_message_chars
+                    ));
+                }
+                FaultKind::Run {
+                    audience_id,
+                    stage,
+                    message,
+                }
+            }
+            (false, true) => {
+                let method = self.method.unwrap_or_default().to_ascii_uppercase();
+                if !FAULT_METHODS.contains(&method.as_str()) {
+                    return Err(format!(
+                        "Field 'method' must be one of {}.",
+                        FAULT_METHODS.join(", ")
+                    ));
+                }
+                let path = self.path.unwrap_or_default();
+                let chars = path.chars().count();
+                if !path.starts_with('/') || path.contains('?') || chars > bounds.max_path_chars {
+                    return Err(format!(
+                        "Field 'path' must be a request path starting with '/', without a query, of at most {} characters (MAX_PATH_CHARS).",
+                        bounds.max_path_chars
+                    ));
+                }
+                if path == "/_local" || path.starts_with("/_local/") {
+                    return Err(
+                        "Field 'path': the test-control endpoints (/_local) cannot be given faults."
+                            .into(),
+                    );
+                }
+                let status = self.status.unwrap_or_default();
+                if !FAULT_STATUSES.contains(&status) {
+                    return Err(format!(
+                        "Field 'status' must be one of {:?}.",
+                        FAULT_STATUSES
+                    ));
+                }
+                FaultKind::Request {
+                    method,
+                    path,
+                    status,
+                }
+            }
+            _ => {
+                return Err("Give either a run fault ('audienceId', 'stage', 'message') or a request fault ('method', 'path', 'status').".into())
+            }
+        };
+        Ok((kind, count))
     }
 }

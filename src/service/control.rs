@@ -10,10 +10,10 @@ use super::retry;
 use crate::{
     domain::{
         clock::Clock,
-        control::{self, Removed, SandboxClock},
+        control::{self, Fault, FaultKind, Removed, SandboxClock},
         Tenant,
     },
-    error::ApiError,
+    error::{ApiError, Code},
     landing::Zone,
     storage::{self, StoreError},
 };
@@ -98,4 +98,58 @@ pub async fn reset(
             .map_err(ApiError::internal)?;
     }
     Ok(removed)
+}
+
+/// Adds a fault to the sandbox (already parsed): a run fault's audience must be an external
+/// audience of the sandbox; at most `max` live faults per sandbox.
+pub async fn add_fault(
+    pool: &PgPool,
+    clock: &Clock,
+    tenant: &Tenant,
+    kind: FaultKind,
+    count: i32,
+    max: i64,
+) -> Result<Fault, ApiError> {
+    let mut tx = pool.begin().await?;
+    if let FaultKind::Run { audience_id, .. } = &kind {
+        if storage::ais::external(&mut tx, tenant, *audience_id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                Code::BadBody,
+                format!("Field 'audienceId': no external audience {audience_id} in this sandbox."),
+            ));
+        }
+    }
+    let added =
+        storage::control::add_fault(&mut tx, tenant, &kind, count, max, clock.now()).await?;
+    let storage::control::Added::Fault(fault) = added else {
+        return Err(ApiError::limit(format!(
+            "The sandbox already holds {max} faults with runs left (CONTROL_MAX_FAULTS); delete them first (DELETE /_local/faults)."
+        )));
+    };
+    tx.commit().await?;
+    Ok(fault)
+}
+
+pub async fn faults(pool: &PgPool, tenant: &Tenant) -> Result<Vec<Fault>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    Ok(storage::control::faults(&mut conn, tenant).await?)
+}
+
+/// Deletes the sandbox's faults; how many there were.
+pub async fn clear_faults(pool: &PgPool, tenant: &Tenant) -> Result<u64, ApiError> {
+    let mut conn = pool.acquire().await?;
+    Ok(storage::control::clear_faults(&mut conn, tenant).await?)
+}
+
+/// Uses one run of a request fault of the sandbox for `method` and `path`; its status.
+pub async fn take_request_fault(
+    pool: &PgPool,
+    tenant: &Tenant,
+    method: &str,
+    path: &str,
+) -> Result<Option<u16>, ApiError> {
+    Ok(storage::control::take_request_fault(pool, tenant.sandbox_id(), method, path).await?)
 }

@@ -1,12 +1,16 @@
-//! SQL of the test-control endpoints (`/_local`, docs/CONTROL.md): the reset of a whole sandbox
-//! and the sandbox's clock offset (which every replica reads here, so they agree).
+//! SQL of the test-control endpoints (`/_local`, docs/CONTROL.md): the reset of a whole sandbox,
+//! the sandbox's faults, and its clock offset (which every replica reads here, so they agree).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{control::Removed, Tenant};
+use crate::domain::{
+    control::{Fault, FaultKind, Removed},
+    run::StageName,
+    Tenant,
+};
 
 /// Deletes every row of the tenant's sandbox, in the caller's transaction, taking the row locks
 /// in the one lock order (`service::audiences::delete_cascade`): jobs, operations, external
@@ -55,6 +59,7 @@ pub async fn reset(conn: &mut PgConnection, tenant: &Tenant) -> Result<Removed, 
     let jobs = delete_all(conn, "ais_jobs", sandbox).await?;
     delete_all(conn, "ais_job_turns", sandbox).await?;
     let clock_offset = delete_all(conn, "control_clocks", sandbox).await? > 0;
+    let faults = delete_all(conn, "control_faults", sandbox).await?;
     Ok(Removed {
         audiences: audiences.len() as u64,
         external_audiences,
@@ -64,6 +69,7 @@ pub async fn reset(conn: &mut PgConnection, tenant: &Tenant) -> Result<Removed, 
         members,
         staged_rows,
         clock_offset,
+        faults,
         zone_files: 0,
     })
 }
@@ -138,4 +144,189 @@ pub async fn clear_clock_offset(
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// What inserting a fault came to.
+pub enum Added {
+    Fault(Fault),
+    /// The sandbox already has `max` faults with something left.
+    Full,
+}
+
+const FAULT_COLUMNS: &str =
+    "id, audience_id, stage, message, method, path, status, count, remaining";
+
+#[derive(sqlx::FromRow)]
+struct FaultRow {
+    id: Uuid,
+    audience_id: Option<Uuid>,
+    stage: Option<String>,
+    message: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    status: Option<i32>,
+    count: i32,
+    remaining: i32,
+}
+
+impl From<FaultRow> for Fault {
+    fn from(r: FaultRow) -> Self {
+        Fault {
+            id: r.id,
+            audience_id: r.audience_id,
+            stage: r.stage,
+            message: r.message,
+            method: r.method,
+            path: r.path,
+            status: r.status.and_then(|s| u16::try_from(s).ok()),
+            count: r.count,
+            remaining: r.remaining,
+        }
+    }
+}
+
+/// Adds a fault to the tenant's sandbox unless it holds `max` live ones (counted under a
+/// transaction-scoped advisory lock on the sandbox, so concurrent adds cannot pass the bound).
+/// Faults used up are deleted first.
+pub async fn add_fault(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    kind: &FaultKind,
+    count: i32,
+    max: i64,
+    now: DateTime<Utc>,
+) -> Result<Added, StoreError> {
+    let sandbox = tenant.sandbox_id();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 12))")
+        .bind(sandbox)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM control_faults WHERE sandbox_id = $1 AND remaining = 0")
+        .bind(sandbox)
+        .execute(&mut *conn)
+        .await?;
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM control_faults WHERE sandbox_id = $1")
+        .bind(sandbox)
+        .fetch_one(&mut *conn)
+        .await?;
+    if live >= max {
+        return Ok(Added::Full);
+    }
+    let (audience_id, stage, message, method, path, status) = match kind {
+        FaultKind::Run {
+            audience_id,
+            stage,
+            message,
+        } => (
+            Some(*audience_id),
+            Some(stage.as_str()),
+            Some(message.as_str()),
+            None,
+            None,
+            None,
+        ),
+        FaultKind::Request {
+            method,
+            path,
+            status,
+        } => (
+            None,
+            None,
+            None,
+            Some(method.as_str()),
+            Some(path.as_str()),
+            Some(i32::from(*status)),
+        ),
+    };
+    let kind_name = match kind {
+        FaultKind::Run { .. } => "run",
+        FaultKind::Request { .. } => "request",
+    };
+    let row: FaultRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO control_faults (id, sandbox_id, kind, audience_id, stage, message, method,
+             path, status, count, remaining, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)
+         RETURNING {FAULT_COLUMNS}"
+    )))
+    .bind(Uuid::new_v4())
+    .bind(sandbox)
+    .bind(kind_name)
+    .bind(audience_id)
+    .bind(stage)
+    .bind(message)
+    .bind(method)
+    .bind(path)
+    .bind(status)
+    .bind(count)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Added::Fault(row.into()))
+}
+
+/// The tenant's faults, oldest first.
+pub async fn faults(conn: &mut PgConnection, tenant: &Tenant) -> Result<Vec<Fault>, StoreError> {
+    let rows: Vec<FaultRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FAULT_COLUMNS} FROM control_faults WHERE sandbox_id = $1 ORDER BY created_at, id"
+    )))
+    .bind(tenant.sandbox_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Deletes the tenant's faults; returns how many there were.
+pub async fn clear_faults(conn: &mut PgConnection, tenant: &Tenant) -> Result<u64, StoreError> {
+    delete_all(conn, "control_faults", tenant.sandbox_id()).await
+}
+
+/// Uses one run of the oldest live request fault of the sandbox for `method` and `path`, if
+/// any: decremented atomically, so N concurrent requests take exactly N. Returns its status.
+pub async fn take_request_fault<'e>(
+    conn: impl sqlx::PgExecutor<'e>,
+    sandbox_id: Uuid,
+    method: &str,
+    path: &str,
+) -> Result<Option<u16>, StoreError> {
+    let status: Option<i32> = sqlx::query_scalar(
+        "UPDATE control_faults SET remaining = remaining - 1
+         WHERE id = (
+             SELECT id FROM control_faults
+             WHERE sandbox_id = $1 AND kind = 'request' AND remaining > 0
+               AND method = $2 AND path = $3
+             ORDER BY created_at, id LIMIT 1 FOR UPDATE)
+           AND remaining > 0
+         RETURNING status",
+    )
+    .bind(sandbox_id)
+    .bind(method)
+    .bind(path)
+    .fetch_optional(conn)
+    .await?;
+    Ok(status.and_then(|s| u16::try_from(s).ok()))
+}
+
+/// Uses one run of the oldest live run fault of the tenant for `audience_id` at `stage`, if
+/// any (decremented atomically). Returns its message.
+pub async fn take_run_fault(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    audience_id: Uuid,
+    stage: StageName,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE control_faults SET remaining = remaining - 1
+         WHERE id = (
+             SELECT id FROM control_faults
+             WHERE sandbox_id = $1 AND kind = 'run' AND remaining > 0
+               AND audience_id = $2 AND stage = $3
+             ORDER BY created_at, id LIMIT 1 FOR UPDATE)
+           AND remaining > 0
+         RETURNING message",
+    )
+    .bind(tenant.sandbox_id())
+    .bind(audience_id)
+    .bind(stage.as_str())
+    .fetch_optional(&mut *conn)
+    .await?)
 }

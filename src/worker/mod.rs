@@ -429,23 +429,8 @@ impl Worker {
                 }
             }
             JobKind::Ingest => {
-                let run = storage::ais::run_by_id(&mut tx, &tenant, job.target_id).await?;
-                if let Some(mut run) = run {
-                    if let Some(stage) = run.details.open_stage() {
-                        let reason = run::gave_up_reason(attempts, stage, job.id);
-                        run.details.fail_open_stage(&reason);
-                        storage::ais::finish_run(
-                            &mut tx,
-                            &tenant,
-                            run.id,
-                            RunStatus::Failed,
-                            &run.details,
-                            Some(&reason),
-                            now,
-                        )
-                        .await?;
-                    }
-                }
+                let reason = |stage| run::gave_up_reason(attempts, stage, job.id);
+                fail_run(&mut tx, &tenant, job.target_id, reason, now).await?;
             }
         }
         jobs::finish_with(&mut tx, job, now, Some(cause)).await?;
@@ -472,6 +457,35 @@ impl Worker {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Fails a run at its open stage (and skips the stage after it) with the reason `reason` gives
+/// for that stage; a run gone or already ended is left alone.
+async fn fail_run(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    run_id: Uuid,
+    reason: impl Fn(run::StageName) -> String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(mut run) = storage::ais::run_by_id(conn, tenant, run_id).await? else {
+        return Ok(());
+    };
+    if let Some(stage) = run.details.open_stage() {
+        let reason = reason(stage);
+        run.details.fail_open_stage(&reason);
+        storage::ais::finish_run(
+            conn,
+            tenant,
+            run.id,
+            RunStatus::Failed,
+            &run.details,
+            Some(&reason),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes a profile count into the UPS audience through the audience's update rule and storage,

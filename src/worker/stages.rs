@@ -73,6 +73,18 @@ impl Worker {
         {
             return Ok(());
         }
+        // A fault the sandbox asked for (test control) fails the stage without reading.
+        let audience_id = ingestion.run.audience_id;
+        let fault = self
+            .take_run_fault(&ingestion.tenant, audience_id, StageName::DatasetIngest)
+            .await?;
+        if let Some(message) = fault {
+            let scan = Scan {
+                failure: Some(message),
+                ..Scan::default()
+            };
+            return self.end_dataset(job, ingestion, scan).await;
+        }
         let source = &ingestion.spec.source_spec.params;
         let selected = ingest::select_files(ingestion.zone.take(), source, ingestion.run.window);
         let scan = match selected {
@@ -239,10 +251,18 @@ impl Worker {
                 job.id
             )
         })?;
-        let tenant = {
+        let (tenant, run) = {
             let mut conn = self.pool.acquire().await?;
-            self.tenant(&mut conn, job.sandbox_id).await?
+            let tenant = self.tenant(&mut conn, job.sandbox_id).await?;
+            let run = storage::ais::run_by_id(&mut conn, &tenant, job.target_id).await?;
+            (tenant, run)
         };
+        if let Some(run) = run.filter(|r| r.status == RunStatus::Processing) {
+            let stage = StageName::ProfileStoreIngest;
+            if let Some(message) = self.take_run_fault(&tenant, run.audience_id, stage).await? {
+                return self.fail_by_fault(job, &tenant, &message).await;
+            }
+        }
         let Some(stored) = self.store_members(job, &tenant, staged).await? else {
             return Ok(());
         };
@@ -351,5 +371,31 @@ impl Worker {
         jobs::finish(&mut tx, job, server_now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Uses one run of a fault the sandbox asked for (test control, `POST /_local/faults`) for
+    /// this audience at `stage`, if any; its message.
+    async fn take_run_fault(
+        &self,
+        tenant: &Tenant,
+        audience_id: uuid::Uuid,
+        stage: StageName,
+    ) -> anyhow::Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(storage::control::take_run_fault(&mut conn, tenant, audience_id, stage).await?)
+    }
+
+    /// Fails the job's run at its open stage with a fault's message and ends the job, holding
+    /// the claim.
+    async fn fail_by_fault(&self, job: &Job, tenant: &Tenant, message: &str) -> anyhow::Result<()> {
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let mut tx = self.pool.begin().await?;
+        if !jobs::lock_claimed(&mut tx, job).await? {
+            return Ok(());
+        }
+        super::fail_run(&mut tx, tenant, job.target_id, |_| message.to_owned(), now).await?;
+        jobs::finish(&mut tx, job, self.now()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -105,7 +105,8 @@ async fn reset_removes_everything_of_the_sandbox_and_nothing_else() {
         removed,
         json!({
             "audiences": 3, "externalAudiences": 2, "operations": 2, "runs": 1, "jobs": 3,
-            "members": members, "stagedRows": 0, "clockOffset": false, "zoneFiles": 1
+            "members": members, "stagedRows": 0, "clockOffset": false, "faults": 0,
+            "zoneFiles": 1
         })
     );
 
@@ -437,5 +438,174 @@ async fn a_sandbox_clock_moves_its_ttl_runs_credentials_and_files_and_no_other()
     assert_eq!(
         local_ok(app, Method::GET, "/clock").await["offsetSeconds"],
         0
+    );
+}
+
+async fn add_fault(app: &TestApp, body: Value) -> Response {
+    app.request(Method::POST, "/_local/faults")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn faults_fail_runs_and_requests_of_their_sandbox_only() {
+    let t = Ais::spawn_with(|s| s.control_max_faults = 3).await;
+    let app = &t.app;
+    t.write("DLZ", "suite/people.csv", TUTORIAL_CSV);
+    let op = t.accept(named("suite/people.csv", "people")).await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+    let audience = t.operation(&op).await["audienceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = json!({"dataFilterStartTime": 0});
+
+    // The next run fails at PROFILE_STORE_INGEST with the message asked for; the one after it
+    // succeeds.
+    let res = add_fault(
+        app,
+        json!({"audienceId": audience, "stage": "PROFILE_STORE_INGEST",
+               "message": "The profile store is down.", "count": 1}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let fault: Value = res.json().await.unwrap();
+    assert_eq!(
+        (fault["count"].as_i64(), fault["remaining"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let run = t.start_run(&audience, start.clone()).await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+    let failed = t.run(&audience, &run).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["message"], "The profile store is down.");
+    assert_eq!(failed["details"][0]["status"], "SUCCESS");
+    assert_eq!(failed["details"][1]["status"], "FAILED");
+    assert_eq!(
+        failed["details"][1]["message"],
+        "The profile store is down."
+    );
+    let listed = local_ok(app, Method::GET, "/faults").await;
+    assert_eq!(listed["faults"][0]["remaining"], 0);
+    let run = t.start_run(&audience, start.clone()).await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+    assert_eq!(t.run(&audience, &run).await["status"], "SUCCESS");
+
+    // At DATASET_INGEST: nothing is read, the profile stage is skipped.
+    let res = add_fault(
+        app,
+        json!({"audienceId": audience, "stage": "DATASET_INGEST", "message": "Unreadable."}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let run = t.start_run(&audience, start.clone()).await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+    let failed = t.run(&audience, &run).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["details"][0]["message"], "Unreadable.");
+    assert_eq!(failed["details"][1]["status"], "SKIPPED");
+
+    // Requests: the next two GETs of the list answer 503 with Retry-After, in this sandbox only.
+    let res = add_fault(
+        app,
+        json!({"method": "get", "path": "/data/core/ups/audiences", "status": 503, "count": 2}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let dev = app.as_tenant(ORG, "dev");
+    let res = dev.ups(Method::GET, "/audiences").send().await.unwrap();
+    assert_eq!(res.status(), 200, "another sandbox is not affected");
+    let res = dev
+        .request(Method::GET, "/_local/faults")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"faults": []}));
+    for _ in 0..2 {
+        let res = app.list("").await;
+        assert_eq!(res.headers()["retry-after"], "2");
+        let message = assert_error(res, 503, "UPAPI-113503-503").await;
+        assert!(message.contains("Injected fault"), "{message}");
+    }
+    assert_eq!(app.list("").await.status(), 200);
+    // Other methods and paths are not matched.
+    let res = add_fault(
+        app,
+        json!({"method": "POST", "path": "/data/core/ups/audiences", "status": 429}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.list("").await.status(), 200);
+    let res = app.create_audience(&platform_audience()).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_error(res, 429, "UPAPI-113429-429").await;
+
+    // Counts are taken atomically: of ten concurrent requests, exactly `count` fail.
+    local(app, Method::DELETE, "/faults").await;
+    let res = add_fault(
+        app,
+        json!({"method": "GET", "path": "/data/core/ups/audiences", "status": 500, "count": 4}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let answers = futures_util::future::join_all((0..10).map(|_| app.list(""))).await;
+    let failed = answers.iter().filter(|r| r.status() == 500).count();
+    assert_eq!(failed, 4);
+    assert_eq!(answers.iter().filter(|r| r.status() == 200).count(), 6);
+
+    // Refusals name the field; the sandbox holds at most CONTROL_MAX_FAULTS live faults.
+    for (body, field) in [
+        (
+            json!({"method": "GET", "path": "/x", "status": 418}),
+            "'status'",
+        ),
+        (
+            json!({"method": "TRACE", "path": "/x", "status": 500}),
+            "'method'",
+        ),
+        (
+            json!({"method": "GET", "path": "/_local/clock", "status": 500}),
+            "'path'",
+        ),
+        (
+            json!({"method": "GET", "path": "x", "status": 500}),
+            "'path'",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "status": 500, "count": 0}),
+            "'count'",
+        ),
+        (
+            json!({"audienceId": audience, "stage": "ANY", "message": "m"}),
+            "'stage'",
+        ),
+        (
+            json!({"audienceId": audience, "stage": "DATASET_INGEST", "message": ""}),
+            "'message'",
+        ),
+        (
+            json!({"audienceId": uuid::Uuid::new_v4(), "stage": "DATASET_INGEST", "message": "m"}),
+            "'audienceId'",
+        ),
+        (json!({"audienceId": audience, "method": "GET"}), "either"),
+        (json!({"unknown": 1}), "unknown"),
+    ] {
+        let message = assert_error(add_fault(app, body).await, 400, "UPLIB-101206-500").await;
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    local(app, Method::DELETE, "/faults").await;
+    for _ in 0..3 {
+        let res = add_fault(app, json!({"method": "GET", "path": "/x", "status": 500})).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = add_fault(app, json!({"method": "GET", "path": "/x", "status": 500})).await;
+    let message = assert_error(res, 400, "UPAPI-113414-400").await;
+    assert!(message.contains("CONTROL_MAX_FAULTS"), "{message}");
+    assert_eq!(local(app, Method::DELETE, "/faults").await.status(), 204);
+    assert_eq!(
+        local_ok(app, Method::GET, "/faults").await,
+        json!({"faults": []})
     );
 }
