@@ -187,6 +187,15 @@ pub struct Settings {
     #[arg(long, env = "CONTROL_MAX_FAULTS", default_value_t = 100)]
     pub control_max_faults: i64,
 
+    /// Most bytes (audience bodies and zone files) `GET /_local/sandbox/export` writes.
+    #[arg(long, env = "CONTROL_EXPORT_MAX_BYTES", default_value_t = 64 << 20)]
+    pub control_export_max_bytes: u64,
+
+    /// Folder of fixture documents (`*.json`, one sandbox each, the format of
+    /// `GET /_local/sandbox/export`) loaded at start; what exists already is left alone.
+    #[arg(long, env = "FIXTURES_DIR")]
+    pub fixtures_dir: Option<PathBuf>,
+
     /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -496,6 +505,9 @@ impl Settings {
         if !(1..=3600).contains(&self.control_drain_max_secs) {
             anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
         }
+        if self.control_export_max_bytes < 1 {
+            anyhow::bail!("CONTROL_EXPORT_MAX_BYTES must be at least 1");
+        }
         if !(1..=10_000).contains(&self.control_max_faults) {
             anyhow::bail!("CONTROL_MAX_FAULTS must be between 1 and 10000");
         }
@@ -587,6 +599,8 @@ impl Settings {
             control_drain_max_secs: 120,
             control_max_clock_offset_days: 3660,
             control_max_faults: 100,
+            control_export_max_bytes: 64 << 20,
+            fixtures_dir: None,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),
@@ -652,6 +666,7 @@ impl fmt::Debug for Settings {
             .field("metrics_token", &self.metrics_token)
             .field("control_api", &self.control_enabled())
             .field("control_token", &self.control_token)
+            .field("fixtures_dir", &self.fixtures_dir)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()

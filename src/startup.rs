@@ -103,6 +103,7 @@ impl Application {
                 "MIGRATE_ON_START is off: /ready answers 503 until the migrations are applied"
             );
         }
+        load_fixtures(&settings, &pool).await?;
         Self::with_pool(settings, pool, embedded)
     }
 
@@ -159,6 +160,7 @@ impl Application {
                 drain_max_secs: settings.control_drain_max_secs,
                 max_clock_offset_days: settings.control_max_clock_offset_days,
                 max_faults: settings.control_max_faults,
+                export_max_bytes: settings.control_export_max_bytes,
                 worker: Worker::new(pool.clone(), control_worker_config(&settings))
                     .with_monitoring(monitoring.clone()),
             }),
@@ -296,6 +298,31 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Loads the documents of `FIXTURES_DIR`, when set (test control, docs/CONTROL.md). Safe to run
+/// on every start and on several replicas at once: what exists is left alone.
+pub async fn load_fixtures(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    let Some(dir) = &settings.fixtures_dir else {
+        return Ok(());
+    };
+    let landing_root = settings.landing_dir();
+    let cfg = crate::service::fixtures::FixtureConfig {
+        limits: &settings.limits,
+        clock: &settings.clock,
+        landing_root: &landing_root,
+        max_file_bytes: settings.landing_max_blob_bytes,
+    };
+    for (file, loaded) in crate::service::fixtures::load_dir(pool, &cfg, dir).await? {
+        tracing::info!(
+            file,
+            audiences = loaded.audiences,
+            external_audiences = loaded.external_audiences,
+            zone_files = loaded.zone_files,
+            "fixture loaded"
+        );
+    }
+    Ok(())
 }
 
 /// The configuration of the worker that drains a sandbox on request (test control): the

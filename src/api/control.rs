@@ -1,4 +1,5 @@
-//! Test control for client suites (`/_local`, docs/CONTROL.md): reset a sandbox, drain its jobs.
+//! Test control for client suites (`/_local`, docs/CONTROL.md): reset a sandbox, drain its jobs,
+//! move its clock, inject faults, export it as a fixture.
 //! Served only with `CONTROL_API` on (`gate::control_gate`); tenant-scoped by the usual headers.
 
 use actix_web::{delete, get, http::StatusCode, post, put, web, HttpRequest, HttpResponse};
@@ -10,6 +11,7 @@ use crate::{
     domain::{
         control::{
             self, ClockOffset, Drained, Fault, FaultBounds, FaultRequest, Removed, SandboxClock,
+            SandboxFixture,
         },
         Tenant,
     },
@@ -31,6 +33,8 @@ pub struct Control {
     pub max_clock_offset_days: i64,
     /// `CONTROL_MAX_FAULTS`.
     pub max_faults: i64,
+    /// `CONTROL_EXPORT_MAX_BYTES`.
+    pub export_max_bytes: u64,
     /// A worker on the HTTP side's pool that carries out a drained sandbox's jobs.
     pub worker: Worker,
 }
@@ -314,4 +318,27 @@ pub async fn clear_faults(
 ) -> Result<HttpResponse, ApiError> {
     service::clear_faults(&state.pool, &tenant).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Export the sandbox.
+#[utoipa::path(
+    tag = TAG,
+    operation_id = "exportSandbox",
+    summary = "The sandbox as a fixture document",
+    description = "Writes the sandbox in the format `FIXTURES_DIR` loads at start: its UPS audiences as stored (ids, times and etags kept), its ready external audiences (definition, without runs or members) and the files of its landing zone. Saved as a file in `FIXTURES_DIR`, it is loaded at the next start; loading keeps the ids and adds only what is missing. Refused past `CONTROL_EXPORT_MAX_BYTES` (default 64 MiB).",
+    responses(
+        (status = 200, description = "The fixture document", body = SandboxFixture),
+        (status = 400, description = "The sandbox holds more than `CONTROL_EXPORT_MAX_BYTES` (`UPAPI-113414-400`)", body = ErrorBody),
+        (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
+    )
+)]
+#[get("/sandbox/export")]
+pub async fn export_sandbox(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    let max = control(&state)?.export_max_bytes;
+    let fixture =
+        crate::service::fixtures::export(&state.pool, &tenant, &state.landing.root, max).await?;
+    ok(&fixture)
 }

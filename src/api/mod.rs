@@ -247,6 +247,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(control::add_fault)
             .service(control::list_faults)
             .service(control::clear_faults)
+            .service(control::export_sandbox)
             .default_service(web::to(unmatched)),
     );
 }

@@ -280,3 +280,97 @@ impl FaultRequest {
         Ok((kind, count))
     }
 }
+
+/// One sandbox as a fixture: what `FIXTURES_DIR` holds (one document per file) and what
+/// `GET /_local/sandbox/export` writes. Ids are kept, so loading a document again (another
+/// restart, another replica) finds what it loaded before and adds nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxFixture {
+    /// The organisation (`x-gw-ims-org-id`).
+    pub org_id: String,
+    /// The sandbox (`x-sandbox-name`).
+    pub sandbox_name: String,
+    /// UPS audiences as `GET /audiences/{id}` shows them (ids, times, etags kept), the UPS
+    /// audiences of the external audiences included.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub audiences: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub external_audiences: Vec<ExternalFixture>,
+    #[serde(default)]
+    pub zone_files: Vec<ZoneFile>,
+}
+
+/// An external audience of a fixture: ready, without runs or members (start a run after
+/// loading to ingest its file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalFixture {
+    pub id: uuid::Uuid,
+    /// Its definition as stored (what export writes).
+    pub definition: crate::domain::external::ExternalAudienceSpec,
+    pub created_by: String,
+}
+
+/// A file of the sandbox's landing zone: `path` under the container (e.g. `DLZ/people.csv`),
+/// its bytes as UTF-8 `content` or as `contentBase64`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneFile {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+}
+
+impl ZoneFile {
+    /// A file's entry: text when its bytes are UTF-8, base64 otherwise.
+    pub fn new(path: String, bytes: Vec<u8>) -> Self {
+        use base64::Engine;
+        match String::from_utf8(bytes) {
+            Ok(text) => ZoneFile {
+                path,
+                content: Some(text),
+                content_base64: None,
+            },
+            Err(e) => ZoneFile {
+                path,
+                content: None,
+                content_base64: Some(
+                    base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                ),
+            },
+        }
+    }
+
+    /// The file's bytes, or what is wrong with the entry.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        match (&self.content, &self.content_base64) {
+            (Some(text), None) => Ok(text.clone().into_bytes()),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| {
+                    format!(
+                        "zone file '{}': 'contentBase64' is not base64: {e}",
+                        self.path
+                    )
+                }),
+            _ => Err(format!(
+                "zone file '{}' needs exactly one of 'content' and 'contentBase64'",
+                self.path
+            )),
+        }
+    }
+}
+
+/// What loading a fixture added (what was there already is left as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Loaded {
+    pub audiences: u64,
+    pub external_audiences: u64,
+    pub zone_files: u64,
+}

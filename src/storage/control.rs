@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::domain::{
-    control::{Fault, FaultKind, Removed},
+    control::{ExternalFixture, Fault, FaultKind, Removed},
     run::StageName,
     Tenant,
 };
@@ -329,4 +329,62 @@ pub async fn take_run_fault(
     .bind(stage.as_str())
     .fetch_optional(&mut *conn)
     .await?)
+}
+
+/// Holds the tenant's fixture lock until the transaction ends, so that replicas loading the same
+/// fixtures at start load it one after the other (the second finds everything there).
+pub async fn lock_fixture(conn: &mut PgConnection, tenant: &Tenant) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 13))")
+        .bind(tenant.sandbox_id())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Bytes of the tenant's stored audience bodies, to bound an export before reading them.
+pub async fn audience_bytes(conn: &mut PgConnection, tenant: &Tenant) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(octet_length(body::text)), 0)::int8 FROM audiences WHERE sandbox_id = $1",
+    )
+    .bind(tenant.sandbox_id())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// The tenant's audience bodies as stored (what GET answers), in id order.
+pub async fn audience_bodies(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT body::text FROM audiences WHERE sandbox_id = $1 ORDER BY id")
+            .bind(tenant.sandbox_id())
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// The tenant's ready external audiences as fixtures, in id order.
+pub async fn external_fixtures(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+) -> Result<Vec<ExternalFixture>, StoreError> {
+    let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, spec::text, created_by FROM external_audiences
+         WHERE sandbox_id = $1 AND state = 'ready' ORDER BY id",
+    )
+    .bind(tenant.sandbox_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, spec, created_by)| {
+            let definition = serde_json::from_str(&spec)
+                .map_err(|e| StoreError::Corrupt(anyhow::Error::new(e).context("column spec")))?;
+            Ok(ExternalFixture {
+                id,
+                definition,
+                created_by,
+            })
+        })
+        .collect()
 }

@@ -609,3 +609,75 @@ async fn faults_fail_runs_and_requests_of_their_sandbox_only() {
         json!({"faults": []})
     );
 }
+
+#[tokio::test]
+async fn an_exported_sandbox_loads_back_the_same_after_a_reset() {
+    let t = Ais::spawn().await;
+    let app = &t.app;
+    let parent = app.created(platform_audience()).await;
+    let mut child = platform_audience();
+    child["name"] = json!("child");
+    child["expression"]["value"] =
+        json!(format!("inSegment(\"{}\")", parent["id"].as_str().unwrap()));
+    app.created(child).await;
+    t.write("DLZ", "suite/people.csv", TUTORIAL_CSV);
+    let binary = t.zone.join("DLZ/suite/blob.bin");
+    std::fs::write(&binary, [0xff_u8, 0x00, 0xfe]).unwrap();
+    t.accept(named("suite/people.csv", "people")).await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+
+    let exported = local_ok(app, Method::GET, "/sandbox/export").await;
+    assert_eq!(exported["orgId"], ORG);
+    assert_eq!(exported["sandboxName"], "prod");
+    assert_eq!(exported["audiences"].as_array().unwrap().len(), 3);
+    assert_eq!(exported["externalAudiences"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        exported["zoneFiles"],
+        json!([
+            {"path": "DLZ/suite/blob.bin", "contentBase64": "/wD+"},
+            {"path": "DLZ/suite/people.csv", "content": TUTORIAL_CSV}
+        ])
+    );
+
+    // The document, saved in FIXTURES_DIR, is what a restart loads.
+    let dir = t.landing.join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prod.json"), exported.to_string()).unwrap();
+    let removed = local_ok(app, Method::POST, "/sandbox/reset").await;
+    assert_eq!(removed["audiences"], 3);
+    assert_eq!(audience_total(app, ORG, "prod").await, 0);
+    let mut settings = audience_server::config::Settings::for_database(&app.database_url);
+    settings.fixtures_dir = Some(dir.clone());
+    settings.landing_dir = Some(t.landing.clone());
+    settings.clock = t.clock.clone();
+    // Two replicas starting at once, then a restart: one copy.
+    let (a, b) = tokio::join!(
+        audience_server::startup::load_fixtures(&settings, &app.pool),
+        audience_server::startup::load_fixtures(&settings, &app.pool)
+    );
+    a.unwrap();
+    b.unwrap();
+    audience_server::startup::load_fixtures(&settings, &app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        local_ok(app, Method::GET, "/sandbox/export").await,
+        exported
+    );
+    assert_eq!(audience_total(app, ORG, "prod").await, 3);
+
+    // The loaded external audience is ready: a run ingests the loaded file.
+    let audience = exported["externalAudiences"][0]["id"].as_str().unwrap();
+    let run = t
+        .start_run(audience, json!({"dataFilterStartTime": 0}))
+        .await;
+    local_ok(app, Method::POST, "/worker/drain").await;
+    assert_eq!(t.run(audience, &run).await["status"], "SUCCESS");
+
+    // A document that does not read stops the start, naming the file.
+    std::fs::write(dir.join("zz-broken.json"), r#"{"orgId": "x"}"#).unwrap();
+    let error = audience_server::startup::load_fixtures(&settings, &app.pool)
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("zz-broken.json"), "{error:#}");
+}
