@@ -187,6 +187,12 @@ pub struct Settings {
     #[arg(long, env = "CONTROL_MAX_FAULTS", default_value_t = 100)]
     pub control_max_faults: i64,
 
+    /// How often each server process reads which sandboxes hold request faults, in milliseconds;
+    /// the request gate asks the database for a fault only for those. `POST /_local/faults`
+    /// answers after twice this, so every replica knows of the fault by then.
+    #[arg(long, env = "CONTROL_FAULT_REFRESH_MS", default_value_t = 100)]
+    pub control_fault_refresh_ms: u64,
+
     /// Most bytes (audience bodies and zone files) `GET /_local/sandbox/export` writes.
     #[arg(long, env = "CONTROL_EXPORT_MAX_BYTES", default_value_t = 64 << 20)]
     pub control_export_max_bytes: u64,
@@ -505,6 +511,9 @@ impl Settings {
         if !(1..=3600).contains(&self.control_drain_max_secs) {
             anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
         }
+        if !(10..=10_000).contains(&self.control_fault_refresh_ms) {
+            anyhow::bail!("CONTROL_FAULT_REFRESH_MS must be between 10 and 10000");
+        }
         if self.control_export_max_bytes < 1 {
             anyhow::bail!("CONTROL_EXPORT_MAX_BYTES must be at least 1");
         }
@@ -600,6 +609,7 @@ impl Settings {
             control_max_clock_offset_days: 3660,
             control_max_faults: 100,
             control_export_max_bytes: 64 << 20,
+            control_fault_refresh_ms: 100,
             fixtures_dir: None,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,

@@ -163,8 +163,11 @@ impl Application {
                 export_max_bytes: settings.control_export_max_bytes,
                 worker: Worker::new(pool.clone(), control_worker_config(&settings))
                     .with_monitoring(monitoring.clone()),
+                faulted: Default::default(),
+                fault_refresh: Duration::from_millis(settings.control_fault_refresh_ms),
             }),
         });
+        let state_for_upkeep = state.clone();
         let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -199,7 +202,10 @@ impl Application {
         });
         let upkeep = {
             let monitoring = monitoring.clone();
+            let faults = tokio::spawn(api::control::refresh_faulted(state_for_upkeep));
             tokio::spawn(async move {
+                // The fault refresher ends with this task (aborted at shutdown).
+                let _faults = AbortOnDrop(faults);
                 let mut every = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     every.tick().await;
@@ -331,6 +337,15 @@ fn control_worker_config(settings: &Settings) -> WorkerConfig {
     let mut cfg = WorkerConfig::from_settings(settings);
     cfg.id = format!("control-{}", cfg.id);
     cfg
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn serve_openapi(state: web::Data<AppState>) -> HttpResponse {

@@ -37,6 +37,51 @@ pub struct Control {
     pub export_max_bytes: u64,
     /// A worker on the HTTP side's pool that carries out a drained sandbox's jobs.
     pub worker: Worker,
+    /// The sandboxes with request faults, as this process last read them.
+    pub faulted: FaultedSandboxes,
+    /// `CONTROL_FAULT_REFRESH_MS`.
+    pub fault_refresh: std::time::Duration,
+}
+
+/// The sandboxes that hold request faults with runs left, read from the database every
+/// `CONTROL_FAULT_REFRESH_MS` by each process ([`refresh_faulted`]), so that the request gate asks
+/// the database for a fault only for requests of those sandboxes, not for every request.
+#[derive(Default)]
+pub struct FaultedSandboxes(std::sync::RwLock<std::collections::HashSet<uuid::Uuid>>);
+
+impl FaultedSandboxes {
+    pub fn contains(&self, sandbox: uuid::Uuid) -> bool {
+        self.0.read().is_ok_and(|s| s.contains(&sandbox))
+    }
+
+    fn insert(&self, sandbox: uuid::Uuid) {
+        if let Ok(mut s) = self.0.write() {
+            s.insert(sandbox);
+        }
+    }
+
+    fn replace(&self, sandboxes: Vec<uuid::Uuid>) {
+        if let Ok(mut s) = self.0.write() {
+            *s = sandboxes.into_iter().collect();
+        }
+    }
+}
+
+/// Reads which sandboxes hold request faults every `CONTROL_FAULT_REFRESH_MS`, for as long as
+/// the server runs (a failed read keeps the last answer).
+pub async fn refresh_faulted(state: web::Data<AppState>) {
+    let Some(control) = &state.control else {
+        return;
+    };
+    let mut every = tokio::time::interval(control.fault_refresh);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match service::request_faulted_sandboxes(&state.pool).await {
+            Ok(sandboxes) => control.faulted.replace(sandboxes),
+            Err(e) => tracing::debug!(error = %e, "could not read the sandboxes with faults"),
+        }
+    }
 }
 
 /// The answer of a request fault the sandbox asked for (`POST /_local/faults`), if this request
@@ -253,7 +298,7 @@ pub struct FaultList {
     tag = TAG,
     operation_id = "addFault",
     summary = "Make the next runs or requests of this sandbox fail",
-    description = "Either a run fault, `{\"audienceId\", \"stage\", \"message\", \"count\"}`: the next `count` runs of that external audience that reach `stage` (`DATASET_INGEST` or `PROFILE_STORE_INGEST`) fail there with `message`; or a request fault, `{\"method\", \"path\", \"status\", \"count\"}`: the next `count` requests of this sandbox with that method and exactly that path (no query; `/_local` paths excluded) answer `status` (400, 404, 408, 409, 412, 429, 500 or 503) in the service's error shape, before anything else runs; 429 and 503 carry `Retry-After`. `count` is 1 to 10000 (default 1). Faults are stored in the database (every replica uses them), belong to this sandbox only, and their counts are decremented atomically. At most `CONTROL_MAX_FAULTS` (default 100) faults with runs left per sandbox.",
+    description = "Either a run fault, `{\"audienceId\", \"stage\", \"message\", \"count\"}`: the next `count` runs of that external audience that reach `stage` (`DATASET_INGEST` or `PROFILE_STORE_INGEST`) fail there with `message`; or a request fault, `{\"method\", \"path\", \"status\", \"count\"}`: the next `count` requests of this sandbox with that method and exactly that path (no query; `/_local` paths excluded) answer `status` (400, 404, 408, 409, 412, 429, 500 or 503) in the service's error shape, before anything else runs; 429 and 503 carry `Retry-After`. `count` is 1 to 10000 (default 1). Faults are stored in the database (every replica uses them), belong to this sandbox only, and their counts are decremented atomically. At most `CONTROL_MAX_FAULTS` (default 100) faults with runs left per sandbox. Adding a request fault answers after twice `CONTROL_FAULT_REFRESH_MS` (200 ms by default), when every server process of a fleet knows of it.",
     request_body(content = FaultRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The fault", body = Fault),
@@ -276,7 +321,14 @@ pub async fn add_fault(
         max_path_chars: state.limits.max_path_chars,
     };
     let (kind, count) = request.parse(bounds).map_err(ApiError::bad_body)?;
+    let request_fault = matches!(kind, control::FaultKind::Request { .. });
     let fault = service::add_fault(&state.pool, &state.clock, &tenant, kind, count, max).await?;
+    if request_fault {
+        // This process probes at once; the others within a refresh, which the answer waits for.
+        let control = control(&state)?;
+        control.faulted.insert(tenant.sandbox_id());
+        tokio::time::sleep(control.fault_refresh * 2).await;
+    }
     ok(&fault)
 }
 

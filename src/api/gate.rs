@@ -71,7 +71,10 @@ async fn gate_as(
                 tokio::time::sleep(SLOW_REFUSAL).await;
                 return Ok(req.into_response(over_share(wait.saturating_sub(SLOW_REFUSAL))));
             }
-            if admission == Admission::Api && state.control.is_some() {
+            let faulted = state.control.as_ref().is_some_and(|c| {
+                admission == Admission::Api && c.faulted.contains(tenant.sandbox_id())
+            });
+            if faulted {
                 if let Some(answer) = super::control::injected_fault(&req, &state, &tenant).await {
                     return Ok(req.into_response(answer));
                 }

@@ -284,9 +284,11 @@ pub async fn start_run(
     id: &str,
     request: RunRequest,
 ) -> Result<Run, ApiError> {
-    let window = request.window(cfg.clock.now().timestamp())?;
     retry::on_conflict(|| async {
         let mut tx = pool.begin().await?;
+        // The window's default end is the sandbox's time.
+        let now = control::now_for(&mut *tx, &cfg.clock, tenant.sandbox_id()).await?;
+        let window = request.window(now.timestamp())?;
         let audience = ready_external(&mut tx, tenant, id, true).await?;
         let run = queue_run(
             &mut tx,

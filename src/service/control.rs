@@ -153,3 +153,8 @@ pub async fn take_request_fault(
 ) -> Result<Option<u16>, ApiError> {
     Ok(storage::control::take_request_fault(pool, tenant.sandbox_id(), method, path).await?)
 }
+
+/// The sandboxes holding request faults with runs left.
+pub async fn request_faulted_sandboxes(pool: &PgPool) -> Result<Vec<uuid::Uuid>, ApiError> {
+    Ok(storage::control::sandboxes_with_request_faults(pool).await?)
+}

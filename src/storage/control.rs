@@ -280,6 +280,15 @@ pub async fn clear_faults(conn: &mut PgConnection, tenant: &Tenant) -> Result<u6
     delete_all(conn, "control_faults", tenant.sandbox_id()).await
 }
 
+/// The sandboxes that hold request faults with runs left (the request gate probes only these).
+pub async fn sandboxes_with_request_faults(pool: &sqlx::PgPool) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT sandbox_id FROM control_faults WHERE kind = 'request' AND remaining > 0",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Uses one run of the oldest live request fault of the sandbox for `method` and `path`, if
 /// any: decremented atomically, so N concurrent requests take exactly N. Returns its status.
 pub async fn take_request_fault<'e>(

@@ -399,6 +399,8 @@ impl Worker {
     /// Tenants read a reason that names the stage and the job; `cause` (database or file-system
     /// text) goes only to the log and to the job's internal `last_error`.
     async fn give_up(&self, job: &Job, cause: &str) -> anyhow::Result<()> {
+        // The sandbox's time for the operation or run; the server's for the job.
+        let at = self.sandbox_now(job.sandbox_id).await?;
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::lock_claimed(&mut tx, job).await? {
@@ -423,14 +425,14 @@ impl Worker {
                         op.id,
                         OperationStatus::Failed,
                         Some(&reason),
-                        now,
+                        at,
                     )
                     .await?;
                 }
             }
             JobKind::Ingest => {
                 let reason = |stage| run::gave_up_reason(attempts, stage, job.id);
-                fail_run(&mut tx, &tenant, job.target_id, reason, now).await?;
+                fail_run(&mut tx, &tenant, job.target_id, reason, at).await?;
             }
         }
         jobs::finish_with(&mut tx, job, now, Some(cause)).await?;

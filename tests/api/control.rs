@@ -681,3 +681,20 @@ async fn an_exported_sandbox_loads_back_the_same_after_a_reset() {
         .unwrap_err();
     assert!(format!("{error:#}").contains("zz-broken.json"), "{error:#}");
 }
+
+#[tokio::test]
+async fn a_request_fault_added_on_one_replica_is_used_on_the_next_request_to_another() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.database_url.clone(), |_| {}).await;
+    assert_eq!(b.list("").await.status(), 200);
+    let res = add_fault(
+        &a,
+        json!({"method": "GET", "path": "/data/core/ups/audiences", "status": 503}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // The add answered once every process knows of the fault: the next request, on the other
+    // replica, takes it; the one after finds it used up.
+    assert_error(b.list("").await, 503, "UPAPI-113503-503").await;
+    assert_eq!(a.list("").await.status(), 200);
+}
