@@ -164,6 +164,44 @@ pub struct Settings {
     #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<Secret>,
 
+    /// Serve the test-control endpoints under `/_local` (reset a sandbox, drain its jobs, ...).
+    /// Default: on in `open` auth mode, off in `verify` mode, where turning it on also needs
+    /// `CONTROL_TOKEN`. See docs/CONTROL.md.
+    #[arg(long, env = "CONTROL_API", action = clap::ArgAction::Set)]
+    pub control_api: Option<bool>,
+
+    /// Bearer token the `/_local` endpoints require when set (in place of the caller's usual
+    /// token); required in `verify` mode. Never printed.
+    #[arg(long, env = "CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<Secret>,
+
+    /// Longest `timeout` (seconds) a `POST /_local/worker/drain` may ask for.
+    #[arg(long, env = "CONTROL_DRAIN_MAX_SECS", default_value_t = 120)]
+    pub control_drain_max_secs: u64,
+
+    /// Largest clock offset (`PUT /_local/clock`) a sandbox may be given, in days.
+    #[arg(long, env = "CONTROL_MAX_CLOCK_OFFSET_DAYS", default_value_t = 3660)]
+    pub control_max_clock_offset_days: i64,
+
+    /// Most faults (`POST /_local/faults`) one sandbox may hold with runs left.
+    #[arg(long, env = "CONTROL_MAX_FAULTS", default_value_t = 100)]
+    pub control_max_faults: i64,
+
+    /// How often each server process reads which sandboxes hold request faults, in milliseconds;
+    /// the request gate asks the database for a fault only for those. `POST /_local/faults`
+    /// answers after twice this, so every replica knows of the fault by then.
+    #[arg(long, env = "CONTROL_FAULT_REFRESH_MS", default_value_t = 100)]
+    pub control_fault_refresh_ms: u64,
+
+    /// Most bytes (audience bodies and zone files) `GET /_local/sandbox/export` writes.
+    #[arg(long, env = "CONTROL_EXPORT_MAX_BYTES", default_value_t = 64 << 20)]
+    pub control_export_max_bytes: u64,
+
+    /// Folder of fixture documents (`*.json`, one sandbox each, the format of
+    /// `GET /_local/sandbox/export`) loaded at start; what exists already is left alone.
+    #[arg(long, env = "FIXTURES_DIR")]
+    pub fixtures_dir: Option<PathBuf>,
+
     /// On SIGTERM or SIGINT, seconds in-flight requests get to finish after the listener closes.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -470,6 +508,29 @@ impl Settings {
         if self.auth_mode == AuthMode::Verify && self.jwt_secret.is_none() {
             anyhow::bail!("AUTH_MODE=verify needs JWT_SECRET to be set");
         }
+        if self.auth_mode == AuthMode::Verify
+            && self.control_enabled()
+            && self.control_token.as_ref().is_none_or(|t| t.0.is_empty())
+        {
+            anyhow::bail!(
+                "CONTROL_API is on in AUTH_MODE=verify: set CONTROL_TOKEN, the bearer token the /_local endpoints then require"
+            );
+        }
+        if !(1..=3600).contains(&self.control_drain_max_secs) {
+            anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
+        }
+        if !(10..=10_000).contains(&self.control_fault_refresh_ms) {
+            anyhow::bail!("CONTROL_FAULT_REFRESH_MS must be between 10 and 10000");
+        }
+        if self.control_export_max_bytes < 1 {
+            anyhow::bail!("CONTROL_EXPORT_MAX_BYTES must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.control_max_faults) {
+            anyhow::bail!("CONTROL_MAX_FAULTS must be between 1 and 10000");
+        }
+        if !(0..=36_600).contains(&self.control_max_clock_offset_days) {
+            anyhow::bail!("CONTROL_MAX_CLOCK_OFFSET_DAYS must be between 0 and 36600");
+        }
         if let Some(secret) = &self.jwt_secret {
             if secret.0.len() < MIN_JWT_SECRET_BYTES {
                 anyhow::bail!(
@@ -504,6 +565,12 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Whether the `/_local` test-control endpoints are served: `CONTROL_API`, by default on in
+    /// `open` mode and off in `verify` mode.
+    pub fn control_enabled(&self) -> bool {
+        self.control_api.unwrap_or(self.auth_mode == AuthMode::Open)
     }
 
     /// Settings for tests and embedding: everything default, the given database.
@@ -544,6 +611,14 @@ impl Settings {
             db_timeouts: DbTimeouts::default(),
             limits: Limits::default(),
             metrics_token: None,
+            control_api: None,
+            control_token: None,
+            control_drain_max_secs: 120,
+            control_max_clock_offset_days: 3660,
+            control_max_faults: 100,
+            control_export_max_bytes: 64 << 20,
+            control_fault_refresh_ms: 100,
+            fixtures_dir: None,
             shutdown_grace_secs: 30,
             shutdown_delay_secs: 0,
             clock: crate::domain::clock::Clock::system(),
@@ -607,6 +682,9 @@ impl fmt::Debug for Settings {
             .field("db_statement_cache", &self.db_statement_cache)
             .field("migrate_on_start", &self.migrate_on_start)
             .field("metrics_token", &self.metrics_token)
+            .field("control_api", &self.control_enabled())
+            .field("control_token", &self.control_token)
+            .field("fixtures_dir", &self.fixtures_dir)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("shutdown_delay_secs", &self.shutdown_delay_secs)
             .finish_non_exhaustive()
@@ -718,6 +796,33 @@ mod tests {
         assert_eq!(l.max_organisations, 10_000);
         let t = super::DbTimeouts::default();
         assert_eq!((t.statement_ms, t.lock_ms), (10_000, 3_000));
+    }
+
+    #[test]
+    fn the_control_api_follows_the_auth_mode_and_needs_a_token_in_verify_mode() {
+        let mut s = Settings::for_database("postgres://x");
+        assert!(s.control_enabled());
+        s.auth_mode = super::AuthMode::Verify;
+        s.jwt_secret = Some(super::Secret("x".repeat(32)));
+        assert!(!s.control_enabled());
+        assert!(s.validate().is_ok());
+        s.control_api = Some(true);
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("CONTROL_TOKEN"));
+        s.control_token = Some(super::Secret("t".into()));
+        assert!(s.validate().is_ok());
+        s.auth_mode = super::AuthMode::Open;
+        s.control_api = Some(false);
+        assert!(!s.control_enabled());
+        s.control_drain_max_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("CONTROL_DRAIN_MAX_SECS"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum Code {
     AisNotFound,
     AisConflict,
     AisUnprocessable,
+    // Test control (`/_local`).
+    ControlTimeout,
     // Landing-zone endpoints (Adobe's Connectors API, Flow Service codes).
     LandingInvalid,
     // The Azure Blob subset of the landing zones: answered in Azure's XML shape.
@@ -124,6 +126,7 @@ impl Code {
             AisNotFound => (404, "100940-404", Service),
             AisConflict => (409, "100950-409", Service),
             AisUnprocessable => (422, "100960-422", Service),
+            ControlTimeout => (408, "UPAPI-113408-408", Service),
             LandingInvalid => (400, "1100-400", Service),
             AzureAuthenticationFailed => (403, "AuthenticationFailed", Azure),
             AzurePermissionMismatch => (403, "AuthorizationPermissionMismatch", Azure),

@@ -235,6 +235,40 @@ impl Zone {
         self.root.join(&self.account).join(CONTAINER_NAME)
     }
 
+    /// Deletes everything the zone holds (blobs, uncommitted blocks, uploads in progress); returns
+    /// how many files there were (counted up to [`WALK_CAP`] entries). The zone's folder is made
+    /// again on its next use. Links are removed, never followed (`remove_dir_all` does not follow
+    /// them).
+    pub fn clear(&self) -> io::Result<u64> {
+        let dir = self.root.join(&self.account);
+        let mut files = 0;
+        let (mut pending, mut seen) = (vec![dir.clone()], 0);
+        while let Some(folder) = pending.pop() {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                seen += 1;
+                if seen > WALK_CAP {
+                    break;
+                }
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    files += 1;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(files),
+        }
+    }
+
     fn account_dir(&self, create: bool) -> Result<OwnedFd, ZoneError> {
         if create {
             std::fs::create_dir_all(&self.root)?;
@@ -623,6 +657,16 @@ pub struct Expired {
 /// empty. `now` comes from the caller's clock, so tests can move time. Several processes may
 /// sweep the same volume at once: a file another one removed first is skipped.
 pub fn expire_files(root: &Path, now: SystemTime, ttl: Duration) -> io::Result<Expired> {
+    expire_files_at(root, |_| now, ttl)
+}
+
+/// [`expire_files`] with each zone's own time: `now_of(account)` (a sandbox's test-control clock
+/// offset moves its zone's time).
+pub fn expire_files_at(
+    root: &Path,
+    now_of: impl Fn(&str) -> SystemTime,
+    ttl: Duration,
+) -> io::Result<Expired> {
     let mut expired = Expired::default();
     let root_fd = match sys::open(
         root,
@@ -641,6 +685,7 @@ pub fn expire_files(root: &Path, now: SystemTime, ttl: Duration) -> io::Result<E
         let Ok(account_fd) = sub_dir(&root_fd, &account, false) else {
             continue;
         };
+        let now = now_of(&account);
         if let Ok(container) = sub_dir(&account_fd, CONTAINER_NAME, false) {
             let mut budget = WALK_CAP;
             expired.files += sweep(&container, now, ttl, &mut budget, 0);

@@ -29,6 +29,7 @@ use crate::api::{self, gate, links, schemas};
         (name = "Audience ingestion", description = "AIS: meta-only audiences, external audiences, their creation operations and ingestion runs"),
         (name = "Data Landing Zone", description = "Each sandbox's Data Landing Zone container and its SAS credentials (Adobe's Connectors API). Files are uploaded to the container with Azure Blob clients; ingestion runs read them."),
         (name = "Operations", description = "Server health and documents"),
+        (name = "Test control", description = "Not part of Adobe's API: endpoints for client test suites under `/_local` (reset a sandbox, run its jobs now, move its clock), scoped by the usual headers. Served only with `CONTROL_API` on (the default in `open` auth mode); with `CONTROL_TOKEN` set they need `Authorization: Bearer <CONTROL_TOKEN>`. See docs/CONTROL.md."),
     ),
     modifiers(&HeaderSecurity),
 )]

@@ -103,6 +103,7 @@ impl Application {
                 "MIGRATE_ON_START is off: /ready answers 503 until the migrations are applied"
             );
         }
+        load_fixtures(&settings, &pool).await?;
         Self::with_pool(settings, pool, embedded)
     }
 
@@ -154,7 +155,19 @@ impl Application {
             monitoring: monitoring.clone(),
             metrics_token: settings.metrics_token.clone(),
             lifecycle: lifecycle.clone(),
+            control: settings.control_enabled().then(|| api::control::Control {
+                token: settings.control_token.clone(),
+                drain_max_secs: settings.control_drain_max_secs,
+                max_clock_offset_days: settings.control_max_clock_offset_days,
+                max_faults: settings.control_max_faults,
+                export_max_bytes: settings.control_export_max_bytes,
+                worker: Worker::new(pool.clone(), control_worker_config(&settings))
+                    .with_monitoring(monitoring.clone()),
+                faulted: Default::default(),
+                fault_refresh: Duration::from_millis(settings.control_fault_refresh_ms),
+            }),
         });
+        let state_for_upkeep = state.clone();
         let body_limit = settings.limits.max_body_bytes;
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -189,7 +202,10 @@ impl Application {
         });
         let upkeep = {
             let monitoring = monitoring.clone();
+            let faults = tokio::spawn(api::control::refresh_faulted(state_for_upkeep));
             tokio::spawn(async move {
+                // The fault refresher ends with this task (aborted at shutdown).
+                let _faults = AbortOnDrop(faults);
                 let mut every = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     every.tick().await;
@@ -297,6 +313,48 @@ impl Application {
             tokio::task::spawn_blocking(move || pg.stop()).await?;
         }
         Ok(())
+    }
+}
+
+/// Loads the documents of `FIXTURES_DIR`, when set (test control, docs/CONTROL.md). Safe to run
+/// on every start and on several replicas at once: what exists is left alone.
+pub async fn load_fixtures(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    let Some(dir) = &settings.fixtures_dir else {
+        return Ok(());
+    };
+    let landing_root = settings.landing_dir();
+    let cfg = crate::service::fixtures::FixtureConfig {
+        limits: &settings.limits,
+        clock: &settings.clock,
+        landing_root: &landing_root,
+        max_file_bytes: settings.landing_max_blob_bytes,
+    };
+    for (file, loaded) in crate::service::fixtures::load_dir(pool, &cfg, dir).await? {
+        tracing::info!(
+            file,
+            audiences = loaded.audiences,
+            external_audiences = loaded.external_audiences,
+            zone_files = loaded.zone_files,
+            "fixture loaded"
+        );
+    }
+    Ok(())
+}
+
+/// The configuration of the worker that drains a sandbox on request (test control): the
+/// background worker's, under a name of its own.
+fn control_worker_config(settings: &Settings) -> WorkerConfig {
+    let mut cfg = WorkerConfig::from_settings(settings);
+    cfg.id = format!("control-{}", cfg.id);
+    cfg
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

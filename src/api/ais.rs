@@ -27,7 +27,7 @@ fn ok(status: StatusCode, body: &impl Serialize) -> Result<HttpResponse, ApiErro
     Ok(respond::json_text(status, text))
 }
 
-fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
+pub(super) fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

@@ -10,6 +10,8 @@ use actix_web::{
     web, Error, HttpMessage,
 };
 
+use sha2::{Digest, Sha256};
+
 use super::{respond::error_body, AppState};
 use crate::{
     auth,
@@ -18,14 +20,48 @@ use crate::{
     storage::sandboxes::Caps,
 };
 
+/// Which token a request must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// The API's: any token in `open` mode, a JWT bound to the org in `verify` mode.
+    Api,
+    /// The test control's (`/_local`): `CONTROL_TOKEN` when it is set, else as [`Admission::Api`].
+    Control,
+}
+
 pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    gate_as(req, next, Admission::Api).await
+}
+
+/// The gate of the test-control endpoints (docs/CONTROL.md): with `CONTROL_API` off they are not
+/// there (404, as any unknown path); on, the same checks as every route, except that the bearer
+/// must be `CONTROL_TOKEN` when one is set.
+pub async fn control_gate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let enabled = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.control.is_some());
+    if !enabled {
+        let message = format!("No resource at {}.", req.path());
+        return Ok(req.into_response(error_body(Code::RouteNotFound, &message)));
+    }
+    gate_as(req, next, Admission::Control).await
+}
+
+async fn gate_as(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    admission: Admission,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(req.into_response(error_body(Code::Internal, "Server state is missing.")));
     };
-    match admit(&req, &state).await {
+    match admit(&req, &state, admission).await {
         Ok((tenant, caller)) => {
             if let Err(wait) = state
                 .shares
@@ -35,6 +71,14 @@ pub async fn gate(
                 // turn refusals into a flood (each one may carry a body the server must drain).
                 tokio::time::sleep(SLOW_REFUSAL).await;
                 return Ok(req.into_response(over_share(wait.saturating_sub(SLOW_REFUSAL))));
+            }
+            let faulted = state.control.as_ref().is_some_and(|c| {
+                admission == Admission::Api && c.faulted.contains(tenant.sandbox_id())
+            });
+            if faulted {
+                if let Some(answer) = super::control::injected_fault(&req, &state, &tenant).await {
+                    return Ok(req.into_response(answer));
+                }
             }
             let org = tenant.org_id().to_owned();
             req.extensions_mut().insert(tenant);
@@ -103,6 +147,7 @@ fn header_str<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
 async fn admit(
     req: &ServiceRequest,
     state: &AppState,
+    admission: Admission,
 ) -> Result<(Tenant, crate::domain::Caller), ApiError> {
     let authorization = req.headers().get(header::AUTHORIZATION);
     let Some(authorization) = authorization else {
@@ -127,7 +172,22 @@ async fn admit(
     let org = header_str(req, "x-gw-ims-org-id")
         .ok_or_else(|| ApiError::new(Code::OrgHeaderMissing, "Missing header"))?;
     check_org_id(org, limits.max_org_id_chars)?;
-    let token = auth::authenticate(&state.auth, token, org)?;
+    let control_token = state.control.as_ref().and_then(|c| c.token.as_ref());
+    let token = match (admission, control_token) {
+        (Admission::Control, Some(expected)) => {
+            // Digests are compared so the time taken says nothing about the token.
+            if Sha256::digest(token) != Sha256::digest(&expected.0) {
+                return Err(ApiError::new(
+                    Code::TokenInvalid,
+                    "Oauth token is not valid: the /_local endpoints need the CONTROL_TOKEN bearer token.",
+                ));
+            }
+            crate::domain::Caller {
+                user_id: "control".into(),
+            }
+        }
+        _ => auth::authenticate(&state.auth, token, org)?,
+    };
     check_user(&token, limits.max_id_chars)?;
     let sandbox_name = match req.headers().get("x-sandbox-name") {
         None => {
@@ -151,15 +211,7 @@ async fn admit(
     check_content_type(req)?;
     let tenant = state
         .sandboxes
-        .resolve(
-            &state.pool,
-            org,
-            sandbox_name,
-            Caps {
-                sandboxes_per_org: limits.max_sandboxes_per_org,
-                organisations: limits.max_organisations,
-            },
-        )
+        .resolve(&state.pool, org, sandbox_name, Caps::from_limits(limits))
         .await?;
     Ok((tenant, token))
 }
@@ -259,7 +311,7 @@ pub mod openapi {
         Content, OpenApi, Ref, RefOr, Required,
     };
 
-    use crate::api::{AIS_BASE, LANDING_BASE, UPS_BASE};
+    use crate::api::{AIS_BASE, CONTROL_BASE, LANDING_BASE, UPS_BASE};
 
     const JSON: &str = "application/json";
     const REQUEST_ID: &str = "x-request-id";
@@ -403,7 +455,7 @@ pub mod openapi {
     /// no credentials.
     pub fn document(doc: &mut OpenApi) {
         for (path, item) in doc.paths.paths.iter_mut() {
-            let gated = [UPS_BASE, AIS_BASE, LANDING_BASE]
+            let gated = [UPS_BASE, AIS_BASE, LANDING_BASE, CONTROL_BASE]
                 .iter()
                 .any(|base| path.starts_with(&format!("{base}/")));
             for op in [

@@ -5,6 +5,7 @@ pub mod ais_schemas;
 pub mod audiences;
 pub mod blob;
 pub mod context;
+pub mod control;
 pub mod docs;
 pub mod examples;
 pub mod gate;
@@ -46,6 +47,8 @@ pub const UPS_BASE: &str = "/data/core/ups";
 pub const AIS_BASE: &str = "/data/core/ais";
 /// Adobe's Connectors API, where the Data Landing Zone endpoints live.
 pub const LANDING_BASE: &str = "/data/foundation/connectors";
+/// The test-control endpoints (docs/CONTROL.md), served only with `CONTROL_API` on.
+pub const CONTROL_BASE: &str = "/_local";
 
 /// What every handler can reach.
 pub struct AppState {
@@ -71,6 +74,8 @@ pub struct AppState {
     pub metrics_token: Option<crate::config::Secret>,
     /// Readiness: set on SIGTERM, and once the migrations were found applied.
     pub lifecycle: std::sync::Arc<health::Lifecycle>,
+    /// The test control (`/_local`), when `CONTROL_API` is on.
+    pub control: Option<control::Control>,
 }
 
 /// Sandboxes already registered, so that a request costs no extra query once its sandbox is known.
@@ -238,6 +243,21 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(landing::get_landing_zone)
             .service(landing::get_credentials)
             .service(landing::refresh_credentials)
+            .default_service(web::to(unmatched)),
+    );
+    // Registered (and documented) always; `control_gate` answers 404 when `CONTROL_API` is off.
+    cfg.service(
+        scope::scope(CONTROL_BASE)
+            .wrap(from_fn(gate::control_gate))
+            .service(control::reset_sandbox)
+            .service(control::drain_worker)
+            .service(control::get_clock)
+            .service(control::set_clock)
+            .service(control::clear_clock)
+            .service(control::add_fault)
+            .service(control::list_faults)
+            .service(control::clear_faults)
+            .service(control::export_sandbox)
             .default_service(web::to(unmatched)),
     );
 }

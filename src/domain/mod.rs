@@ -59,6 +59,7 @@ macro_rules! named_enum {
 
 pub mod audience;
 pub mod clock;
+pub mod control;
 pub mod cursor;
 pub mod external;
 pub mod identity;

@@ -22,7 +22,7 @@ use crate::{
     storage::{self, ais::NewRun, jobs, Conflict, StoreError},
 };
 
-use super::{audiences, retry};
+use super::{audiences, control, retry};
 
 /// What AIS requests need besides the pool: the clock, the run guardrails and the input bounds.
 #[derive(Clone, Debug)]
@@ -131,9 +131,10 @@ pub async fn create_external(
     let spec = external::normalize(request, &cfg.limits)?;
     let audience_id = Uuid::new_v4();
     let operation_id = Uuid::new_v4();
-    let now = cfg.clock.now();
     let mut tx = pool.begin().await?;
-    storage::ais::insert_external(&mut tx, tenant, audience_id, &spec, caller, now)
+    // The sandbox's time for what it shows; the server's for the job queue.
+    let at = control::now_for(&mut *tx, &cfg.clock, tenant.sandbox_id()).await?;
+    storage::ais::insert_external(&mut tx, tenant, audience_id, &spec, caller, at)
         .await
         .map_err(|e| creation_refused(e, &spec))?;
     storage::ais::insert_operation(
@@ -143,9 +144,10 @@ pub async fn create_external(
         audience_id,
         &spec,
         caller,
-        now,
+        at,
     )
     .await?;
+    let now = cfg.clock.now();
     jobs::insert(&mut tx, tenant, JobKind::CreateAudience, operation_id, now).await?;
     tx.commit().await?;
     Ok(Accepted { operation_id, spec })
@@ -214,7 +216,7 @@ async fn patch_external_once(
     let mut tx = pool.begin().await?;
     let current = ready_external(&mut tx, tenant, id, true).await?;
     let spec = current.spec.patched(patch, &cfg.limits)?;
-    let now = cfg.clock.now();
+    let now = control::now_for(&mut *tx, &cfg.clock, tenant.sandbox_id()).await?;
     storage::ais::update_spec(&mut tx, tenant, current.id, &spec, caller, now).await?;
     if let Some(ups) = storage::audiences::lock(&mut tx, tenant, current.id).await? {
         let fields = spec.ups_fields(&ups.fields);
@@ -250,7 +252,8 @@ async fn queue_run(
     kind: RunKind,
     window: (i64, i64),
 ) -> Result<Run, ApiError> {
-    let now = cfg.clock.now();
+    // The sandbox's time for the run and its guardrail day; the server's for the job queue.
+    let now = control::now_for(&mut *tx, &cfg.clock, tenant.sandbox_id()).await?;
     storage::ais::lock_sandbox_runs(tx, tenant).await?;
     let counts = storage::ais::run_counts(tx, tenant, audience.id, run::utc_day_start(now)).await?;
     kind.check_start(&counts, &cfg.run_limits())?;
@@ -267,7 +270,7 @@ async fn queue_run(
     storage::ais::insert_run(tx, tenant, &new, caller, now)
         .await
         .map_err(run_refused)?;
-    jobs::insert(tx, tenant, JobKind::Ingest, id, now).await?;
+    jobs::insert(tx, tenant, JobKind::Ingest, id, cfg.clock.now()).await?;
     storage::ais::run(tx, tenant, audience.id, id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run {id} vanished")))
@@ -281,9 +284,11 @@ pub async fn start_run(
     id: &str,
     request: RunRequest,
 ) -> Result<Run, ApiError> {
-    let window = request.window(cfg.clock.now().timestamp())?;
     retry::on_conflict(|| async {
         let mut tx = pool.begin().await?;
+        // The window's default end is the sandbox's time.
+        let now = control::now_for(&mut *tx, &cfg.clock, tenant.sandbox_id()).await?;
+        let window = request.window(now.timestamp())?;
         let audience = ready_external(&mut tx, tenant, id, true).await?;
         let run = queue_run(
             &mut tx,

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
 
+use super::control;
 use crate::{
     domain::{
         clock::Clock,
@@ -98,7 +99,8 @@ pub async fn landing_zone(
     zone_type: Option<&str>,
 ) -> Result<Value, ApiError> {
     check_type(zone_type)?;
-    let zone = storage::landing::zone(pool, tenant, cfg.clock.now()).await?;
+    let now = control::now_for(pool, &cfg.clock, tenant.sandbox_id()).await?;
+    let zone = storage::landing::zone(pool, tenant, now).await?;
     ensure_folder(cfg, &zone).await?;
     Ok(json!({
         "containerName": CONTAINER_NAME,
@@ -149,7 +151,7 @@ async fn issue(
     tenant: &Tenant,
     refresh: bool,
 ) -> Result<Value, ApiError> {
-    let now = cfg.clock.now();
+    let now = control::now_for(pool, &cfg.clock, tenant.sandbox_id()).await?;
     let mut zone = storage::landing::zone(pool, tenant, now).await?;
     if refresh || zone.expires_at <= now {
         // Concurrent reads of an expired credential rotate it once; the others read the winner's.
@@ -230,7 +232,8 @@ pub async fn authenticate(
         let _ = landing::verify(&fields, &unknown, secret, cfg.clock.now(), needed);
         return Err(refused(SasRefusal::Mismatch));
     };
-    landing::verify(&fields, &zone, secret, cfg.clock.now(), needed).map_err(refused)?;
+    let now = control::now_for(pool, &cfg.clock, zone.sandbox_id).await?;
+    landing::verify(&fields, &zone, secret, now, needed).map_err(refused)?;
     Zone::new(&cfg.root, &zone.account)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad stored account {}", zone.account)))
 }

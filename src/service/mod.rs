@@ -4,6 +4,8 @@
 
 pub mod ais;
 pub mod audiences;
+pub mod control;
+pub mod fixtures;
 pub mod landing;
 pub mod retry;
 

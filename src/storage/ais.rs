@@ -645,18 +645,27 @@ pub async fn switch_members(
     Ok(())
 }
 
-/// Locks one audience whose data has expired (skipping those another transaction holds);
-/// returns its id and sandbox.
+/// Locks one audience whose data has expired by its sandbox's time (the server's `now` plus the
+/// sandbox's test-control clock offset), skipping those another transaction holds; of one
+/// sandbox only when `sandbox` is given. Returns its id and sandbox. The largest offset bounds
+/// the index range read; without offsets it is the plain `expires_at <= now`.
 pub async fn lock_next_expired(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
+    sandbox: Option<Uuid>,
 ) -> Result<Option<(Uuid, Uuid)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT id, sandbox_id FROM external_audiences
-         WHERE NOT expired AND expires_at <= $1
-         ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+        "SELECT e.id, e.sandbox_id FROM external_audiences e
+         WHERE NOT e.expired
+           AND e.expires_at <= $1 + make_interval(secs =>
+               (SELECT coalesce(max(offset_seconds), 0) FROM control_clocks))
+           AND e.expires_at <= $1 + make_interval(secs => coalesce(
+               (SELECT c.offset_seconds FROM control_clocks c WHERE c.sandbox_id = e.sandbox_id), 0))
+           AND ($2::uuid IS NULL OR e.sandbox_id = $2)
+         ORDER BY e.expires_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
     )
     .bind(now)
+    .bind(sandbox)
     .fetch_optional(&mut *conn)
     .await?)
 }

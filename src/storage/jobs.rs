@@ -85,18 +85,21 @@ pub async fn claim(
     .await?;
     // A sandbox whose due jobs another worker is claiming right now yields nothing: try the next.
     for sandbox in sandboxes {
-        if let Some(job) = claim_in(pool, sandbox, worker, now, lease_until).await? {
+        if let Some(job) = claim_in(pool, sandbox, worker, now, now, lease_until).await? {
             return Ok(Some(job));
         }
     }
     Ok(None)
 }
 
-async fn claim_in(
+/// Claims the oldest open job of one sandbox that nobody holds, due by `due_by` (the test
+/// control's drain passes a time past every backoff, so a job waiting to retry is taken at once).
+pub async fn claim_in(
     pool: &PgPool,
     sandbox_id: Uuid,
     worker: &str,
     now: DateTime<Utc>,
+    due_by: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Job>, StoreError> {
     let sql = format!(
@@ -105,7 +108,7 @@ async fn claim_in(
                  attempts = attempts + 1
              WHERE id = (
                  SELECT id FROM ais_jobs
-                 WHERE sandbox_id = $5 AND done_at IS NULL AND run_after <= $3
+                 WHERE sandbox_id = $5 AND done_at IS NULL AND run_after <= $6
                    AND (locked_until IS NULL OR locked_until < $3)
                  ORDER BY run_after, created_at
                  LIMIT 1 FOR UPDATE SKIP LOCKED)
@@ -122,8 +125,19 @@ async fn claim_in(
         .bind(now)
         .bind(lease_until)
         .bind(sandbox_id)
+        .bind(due_by)
         .fetch_optional(pool)
         .await?)
+}
+
+/// How many jobs of the sandbox are not done (due, held, or waiting to retry).
+pub async fn open_in(pool: &PgPool, sandbox_id: Uuid) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM ais_jobs WHERE sandbox_id = $1 AND done_at IS NULL",
+    )
+    .bind(sandbox_id)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Locks a job for a transaction of its step, if the claim is still the worker's; `false` when

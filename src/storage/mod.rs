@@ -14,6 +14,7 @@
 
 pub mod ais;
 pub mod audiences;
+pub mod control;
 pub mod jobs;
 pub mod landing;
 pub mod sandboxes;

@@ -23,6 +23,15 @@ pub struct Caps {
     pub organisations: i64,
 }
 
+impl Caps {
+    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+        Caps {
+            sandboxes_per_org: limits.max_sandboxes_per_org,
+            organisations: limits.max_organisations,
+        }
+    }
+}
+
 /// The key of the advisory lock under which a new organisation is counted and registered.
 const NEW_ORGANISATION_LOCK: i64 = 0x6f72_6773; // "orgs"
 

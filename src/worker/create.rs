@@ -31,6 +31,8 @@ impl Worker {
             return Ok(());
         }
         let tenant = self.tenant(&mut tx, job.sandbox_id).await?;
+        // The sandbox's time for what it shows; the server's (`now`) for the job queue.
+        let at = self.sandbox_now(job.sandbox_id).await?;
         // An operation purged meanwhile leaves nothing to do but end the job.
         if let Some(op) = storage::ais::lock_operation(&mut tx, &tenant, job.target_id).await? {
             let found = storage::ais::lock_external(&mut tx, &tenant, op.audience_id).await?;
@@ -40,9 +42,9 @@ impl Worker {
                     Some(external::DELETED_BEFORE_CREATED.to_owned()),
                 ),
                 Some(ext) if ext.state == ExternalState::Ready => (OperationStatus::Success, None),
-                Some(ext) => insert_ups_audience(&mut tx, &tenant, &ext, now).await?,
+                Some(ext) => insert_ups_audience(&mut tx, &tenant, &ext, at).await?,
             };
-            storage::ais::finish_operation(&mut tx, &tenant, op.id, status, reason.as_deref(), now)
+            storage::ais::finish_operation(&mut tx, &tenant, op.id, status, reason.as_deref(), at)
                 .await?;
         }
         jobs::finish(&mut tx, job, now).await?;

@@ -57,23 +57,25 @@ impl Worker {
 
     /// Expires audiences whose TTL has passed, one transaction each.
     async fn expire_due(&self, done: &mut Maintained) -> anyhow::Result<()> {
-        while done.expired < EXPIRIES_PER_PASS && self.expire_one().await? {
+        while done.expired < EXPIRIES_PER_PASS && self.expire_one(None).await? {
             done.expired += 1;
         }
         Ok(())
     }
 
-    /// Marks the data of one audience whose TTL has passed expired; `false` when none has.
-    /// Lock order: external audience, then UPS audience (see `service::audiences::delete_cascade`).
-    async fn expire_one(&self) -> anyhow::Result<bool> {
-        let now = self.now();
+    /// Marks the data of one audience whose TTL has passed (by its sandbox's time) expired, of
+    /// one sandbox when `sandbox` is given; `false` when none has. Lock order: external
+    /// audience, then UPS audience (see `service::audiences::delete_cascade`).
+    pub(super) async fn expire_one(&self, sandbox: Option<uuid::Uuid>) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let Some((id, sandbox_id)) = storage::ais::lock_next_expired(&mut tx, now).await? else {
+        let found = storage::ais::lock_next_expired(&mut tx, self.now(), sandbox).await?;
+        let Some((id, sandbox_id)) = found else {
             return Ok(false);
         };
         let tenant = storage::ais::tenant_of(&mut tx, sandbox_id)
             .await?
             .ok_or_else(|| anyhow!("sandbox {sandbox_id} does not exist"))?;
+        let now = self.sandbox_now(sandbox_id).await?;
         storage::ais::expire(&mut tx, &tenant, id).await?;
         write_metrics(&mut tx, &tenant, id, 0, true, now).await?;
         tx.commit().await?;

@@ -86,6 +86,17 @@ impl WorkerConfig {
     }
 }
 
+/// What [`Worker::drain_sandbox`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// Job steps carried out here.
+    pub steps: u64,
+    /// Audiences whose data expired.
+    pub expired: u64,
+    /// Whether no job of the sandbox was left (false: the deadline passed first).
+    pub drained: bool,
+}
+
 #[derive(Clone)]
 pub struct Worker {
     pool: PgPool,
@@ -117,8 +128,16 @@ impl Worker {
         &self.cfg
     }
 
+    /// The server's time: the job queue's (due times, leases, retention).
     fn now(&self) -> DateTime<Utc> {
         self.cfg.clock.now()
+    }
+
+    /// The time of a sandbox (its test-control clock offset applied): what its runs, operations
+    /// and data expiry are written with.
+    async fn sandbox_now(&self, sandbox_id: Uuid) -> anyhow::Result<DateTime<Utc>> {
+        let offset = storage::control::clock_offset(&self.pool, sandbox_id).await?;
+        Ok(crate::domain::control::sandbox_time(self.now(), offset))
     }
 
     /// Does one step of one due job. Returns whether there was anything to do. (Expiry and the
@@ -138,6 +157,59 @@ impl Worker {
             done += 1;
         }
         Ok(done)
+    }
+
+    /// Carries out every open job of one sandbox now, waiting for the steps other workers hold,
+    /// until none is left or `deadline` passes (test control, `POST /_local/worker/drain`), then
+    /// expires the sandbox's audiences whose TTL has passed by its time. Jobs waiting for a
+    /// retry's backoff are taken at once. A step still running at the deadline is abandoned and
+    /// its job handed back, as at shutdown.
+    pub async fn drain_sandbox(
+        &self,
+        sandbox_id: Uuid,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Drain> {
+        let mut drain = Drain::default();
+        let past_deadline = || tokio::time::Instant::now() >= deadline;
+        loop {
+            if past_deadline() {
+                return Ok(drain);
+            }
+            let now = self.now();
+            let due_by = now + Duration::days(365 * 100);
+            let lease_until = now + self.cfg.lease;
+            let claimed = jobs::claim_in(
+                &self.pool,
+                sandbox_id,
+                &self.cfg.id,
+                now,
+                due_by,
+                lease_until,
+            )
+            .await?;
+            let Some(job) = claimed else {
+                if jobs::open_in(&self.pool, sandbox_id).await? == 0 {
+                    break;
+                }
+                // Another worker holds a step of this sandbox: wait for it.
+                let pause = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+                tokio::time::sleep_until(deadline.min(pause)).await;
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, self.execute(job.clone())).await {
+                Ok(done) => done?,
+                Err(_) => {
+                    self.hand_back(&job).await;
+                    return Ok(drain);
+                }
+            }
+            drain.steps += 1;
+        }
+        while !past_deadline() && self.expire_one(Some(sandbox_id)).await? {
+            drain.expired += 1;
+        }
+        drain.drained = !past_deadline();
+        Ok(drain)
     }
 
     /// Claims the next due job without working on it (public so tests can play a worker that
@@ -184,13 +256,23 @@ impl Worker {
         }
     }
 
-    /// Deletes the landing-zone files older than the zone TTL, by this worker's clock (one task
+    /// Deletes the landing-zone files older than the zone TTL, by each zone's sandbox time (one task
     /// of [`Worker::maintain`]).
     pub async fn expire_landing_files(&self) -> anyhow::Result<landing::Expired> {
         let (root, ttl) = (self.cfg.landing_dir.clone(), self.cfg.landing_ttl);
-        let now = std::time::SystemTime::from(self.now());
+        let now = self.now();
+        // Zones of sandboxes with a test-control clock offset live at their sandbox's time.
+        let offsets = {
+            let mut conn = self.pool.acquire().await?;
+            storage::control::zone_clock_offsets(&mut conn).await?
+        };
+        let now_of = move |account: &str| {
+            let offset = offsets.get(account).copied().unwrap_or(0);
+            std::time::SystemTime::from(crate::domain::control::sandbox_time(now, offset))
+        };
         let expired =
-            tokio::task::spawn_blocking(move || landing::expire_files(&root, now, ttl)).await??;
+            tokio::task::spawn_blocking(move || landing::expire_files_at(&root, now_of, ttl))
+                .await??;
         if expired != landing::Expired::default() {
             tracing::info!(
                 files = expired.files,
@@ -317,6 +399,8 @@ impl Worker {
     /// Tenants read a reason that names the stage and the job; `cause` (database or file-system
     /// text) goes only to the log and to the job's internal `last_error`.
     async fn give_up(&self, job: &Job, cause: &str) -> anyhow::Result<()> {
+        // The sandbox's time for the operation or run; the server's for the job.
+        let at = self.sandbox_now(job.sandbox_id).await?;
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::lock_claimed(&mut tx, job).await? {
@@ -341,29 +425,14 @@ impl Worker {
                         op.id,
                         OperationStatus::Failed,
                         Some(&reason),
-                        now,
+                        at,
                     )
                     .await?;
                 }
             }
             JobKind::Ingest => {
-                let run = storage::ais::run_by_id(&mut tx, &tenant, job.target_id).await?;
-                if let Some(mut run) = run {
-                    if let Some(stage) = run.details.open_stage() {
-                        let reason = run::gave_up_reason(attempts, stage, job.id);
-                        run.details.fail_open_stage(&reason);
-                        storage::ais::finish_run(
-                            &mut tx,
-                            &tenant,
-                            run.id,
-                            RunStatus::Failed,
-                            &run.details,
-                            Some(&reason),
-                            now,
-                        )
-                        .await?;
-                    }
-                }
+                let reason = |stage| run::gave_up_reason(attempts, stage, job.id);
+                fail_run(&mut tx, &tenant, job.target_id, reason, at).await?;
             }
         }
         jobs::finish_with(&mut tx, job, now, Some(cause)).await?;
@@ -390,6 +459,35 @@ impl Worker {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Fails a run at its open stage (and skips the stage after it) with the reason `reason` gives
+/// for that stage; a run gone or already ended is left alone.
+async fn fail_run(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    run_id: Uuid,
+    reason: impl Fn(run::StageName) -> String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(mut run) = storage::ais::run_by_id(conn, tenant, run_id).await? else {
+        return Ok(());
+    };
+    if let Some(stage) = run.details.open_stage() {
+        let reason = reason(stage);
+        run.details.fail_open_stage(&reason);
+        storage::ais::finish_run(
+            conn,
+            tenant,
+            run.id,
+            RunStatus::Failed,
+            &run.details,
+            Some(&reason),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes a profile count into the UPS audience through the audience's update rule and storage,

@@ -73,6 +73,18 @@ impl Worker {
         {
             return Ok(());
         }
+        // A fault the sandbox asked for (test control) fails the stage without reading.
+        let audience_id = ingestion.run.audience_id;
+        let fault = self
+            .take_run_fault(&ingestion.tenant, audience_id, StageName::DatasetIngest)
+            .await?;
+        if let Some(message) = fault {
+            let scan = Scan {
+                failure: Some(message),
+                ..Scan::default()
+            };
+            return self.end_dataset(job, ingestion, scan).await;
+        }
         let source = &ingestion.spec.source_spec.params;
         let selected = ingest::select_files(ingestion.zone.take(), source, ingestion.run.window);
         let scan = match selected {
@@ -91,7 +103,7 @@ impl Worker {
 
     /// The run of a dataset job, if it is still in progress, with what it reads.
     async fn open_ingestion(&self, job: &Job) -> anyhow::Result<Option<Ingestion>> {
-        let started = self.now();
+        let started = self.sandbox_now(job.sandbox_id).await?;
         let clock_start = Instant::now();
         let mut conn = self.pool.acquire().await?;
         let tenant = self.tenant(&mut conn, job.sandbox_id).await?;
@@ -169,7 +181,9 @@ impl Worker {
     /// Ends DATASET_INGEST in one transaction holding the claim: the run fails (the job ends),
     /// or its details are written and the job moves on to the profile step.
     async fn end_dataset(&self, job: &Job, ingestion: Ingestion, scan: Scan) -> anyhow::Result<()> {
-        let now = self.now();
+        // The sandbox's time for the run; the server's for the job queue.
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let server_now = self.now();
         let Ingestion {
             tenant,
             mut run,
@@ -208,12 +222,12 @@ impl Worker {
                     now,
                 )
                 .await?;
-                jobs::finish(&mut tx, job, now).await?;
+                jobs::finish(&mut tx, job, server_now).await?;
             }
             None => {
                 storage::ais::update_run_details(&mut tx, &tenant, run.id, &run.details, now)
                     .await?;
-                jobs::advance(&mut tx, job, JobStep::Profile, Some(job.claim), now).await?;
+                jobs::advance(&mut tx, job, JobStep::Profile, Some(job.claim), server_now).await?;
             }
         }
         tx.commit().await?;
@@ -229,7 +243,7 @@ impl Worker {
     /// PROFILE_STORE_INGEST: moves the distinct identities the dataset stage staged into the
     /// run's own member set, then points the audience at it.
     pub(super) async fn profile_ingest(&self, job: &Job) -> anyhow::Result<()> {
-        let started = self.now();
+        let started = self.sandbox_now(job.sandbox_id).await?;
         let clock_start = Instant::now();
         let staged = job.staged_claim.ok_or_else(|| {
             anyhow!(
@@ -237,10 +251,18 @@ impl Worker {
                 job.id
             )
         })?;
-        let tenant = {
+        let (tenant, run) = {
             let mut conn = self.pool.acquire().await?;
-            self.tenant(&mut conn, job.sandbox_id).await?
+            let tenant = self.tenant(&mut conn, job.sandbox_id).await?;
+            let run = storage::ais::run_by_id(&mut conn, &tenant, job.target_id).await?;
+            (tenant, run)
         };
+        if let Some(run) = run.filter(|r| r.status == RunStatus::Processing) {
+            let stage = StageName::ProfileStoreIngest;
+            if let Some(message) = self.take_run_fault(&tenant, run.audience_id, stage).await? {
+                return self.fail_by_fault(job, &tenant, &message).await;
+            }
+        }
         let Some(stored) = self.store_members(job, &tenant, staged).await? else {
             return Ok(());
         };
@@ -312,7 +334,9 @@ impl Worker {
         stored: i64,
         timing: impl Fn(DateTime<Utc>) -> StageTiming,
     ) -> anyhow::Result<bool> {
-        let now = self.now();
+        // The sandbox's time for the run and the data's expiry; the server's for the job queue.
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let server_now = self.now();
         let mut tx = self.pool.begin().await?;
         if !jobs::lock_claimed(&mut tx, job).await? {
             return Ok(false);
@@ -325,7 +349,7 @@ impl Worker {
             _ => None,
         };
         let (Some(mut run), Some(ext)) = (run, ext) else {
-            jobs::finish(&mut tx, job, now).await?;
+            jobs::finish(&mut tx, job, server_now).await?;
             tx.commit().await?;
             return Ok(false);
         };
@@ -344,8 +368,34 @@ impl Worker {
             now,
         )
         .await?;
-        jobs::finish(&mut tx, job, now).await?;
+        jobs::finish(&mut tx, job, server_now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Uses one run of a fault the sandbox asked for (test control, `POST /_local/faults`) for
+    /// this audience at `stage`, if any; its message.
+    async fn take_run_fault(
+        &self,
+        tenant: &Tenant,
+        audience_id: uuid::Uuid,
+        stage: StageName,
+    ) -> anyhow::Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(storage::control::take_run_fault(&mut conn, tenant, audience_id, stage).await?)
+    }
+
+    /// Fails the job's run at its open stage with a fault's message and ends the job, holding
+    /// the claim.
+    async fn fail_by_fault(&self, job: &Job, tenant: &Tenant, message: &str) -> anyhow::Result<()> {
+        let now = self.sandbox_now(job.sandbox_id).await?;
+        let mut tx = self.pool.begin().await?;
+        if !jobs::lock_claimed(&mut tx, job).await? {
+            return Ok(());
+        }
+        super::fail_run(&mut tx, tenant, job.target_id, |_| message.to_owned(), now).await?;
+        jobs::finish(&mut tx, job, self.now()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

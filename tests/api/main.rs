@@ -3,6 +3,7 @@
 mod ais;
 mod audiences;
 mod conditional;
+mod control;
 mod deletion;
 mod docs;
 mod embedded;
