@@ -179,6 +179,12 @@ pub struct Settings {
     #[arg(long, env = "CONTROL_DRAIN_MAX_SECS", default_value_t = 120)]
     pub control_drain_max_secs: u64,
 
+    /// Drains (`POST /_local/worker/drain`) one process carries out at once; each holds one
+    /// connection of the HTTP pool while it runs a step, so this bounds what drains take from
+    /// every other request. A drain waits for its turn within its own `timeout`.
+    #[arg(long, env = "CONTROL_MAX_CONCURRENT_DRAINS", default_value_t = 2)]
+    pub control_max_concurrent_drains: usize,
+
     /// Largest clock offset (`PUT /_local/clock`) a sandbox may be given, in days.
     #[arg(long, env = "CONTROL_MAX_CLOCK_OFFSET_DAYS", default_value_t = 3660)]
     pub control_max_clock_offset_days: i64,
@@ -519,6 +525,9 @@ impl Settings {
         if !(1..=3600).contains(&self.control_drain_max_secs) {
             anyhow::bail!("CONTROL_DRAIN_MAX_SECS must be between 1 and 3600");
         }
+        if !(1..=64).contains(&self.control_max_concurrent_drains) {
+            anyhow::bail!("CONTROL_MAX_CONCURRENT_DRAINS must be between 1 and 64");
+        }
         if !(10..=10_000).contains(&self.control_fault_refresh_ms) {
             anyhow::bail!("CONTROL_FAULT_REFRESH_MS must be between 10 and 10000");
         }
@@ -614,6 +623,7 @@ impl Settings {
             control_api: None,
             control_token: None,
             control_drain_max_secs: 120,
+            control_max_concurrent_drains: 2,
             control_max_clock_offset_days: 3660,
             control_max_faults: 100,
             control_export_max_bytes: 64 << 20,

@@ -158,6 +158,7 @@ impl Application {
             control: settings.control_enabled().then(|| api::control::Control {
                 token: settings.control_token.clone(),
                 drain_max_secs: settings.control_drain_max_secs,
+                drains: tokio::sync::Semaphore::new(settings.control_max_concurrent_drains),
                 max_clock_offset_days: settings.control_max_clock_offset_days,
                 max_faults: settings.control_max_faults,
                 export_max_bytes: settings.control_export_max_bytes,

@@ -29,6 +29,8 @@ pub struct Control {
     pub token: Option<Secret>,
     /// `CONTROL_DRAIN_MAX_SECS`.
     pub drain_max_secs: u64,
+    /// One permit per drain running now (`CONTROL_MAX_CONCURRENT_DRAINS`).
+    pub drains: tokio::sync::Semaphore,
     /// `CONTROL_MAX_CLOCK_OFFSET_DAYS`.
     pub max_clock_offset_days: i64,
     /// `CONTROL_MAX_FAULTS`.
@@ -197,6 +199,14 @@ pub async fn drain_worker(
         .map_err(|rule| ApiError::bad_param("timeout", rule))?;
     let started = tokio::time::Instant::now();
     let deadline = started + std::time::Duration::from_secs(seconds);
+    let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline, control.drains.acquire()).await else {
+        return Err(ApiError::new(
+            Code::ControlTimeout,
+            format!(
+                "Query parameter 'timeout': other drains kept this server busy for {seconds} s (CONTROL_MAX_CONCURRENT_DRAINS); no job was run. Ask again, or wait for the background worker."
+            ),
+        ));
+    };
     let drain = control
         .worker
         .drain_sandbox(tenant.sandbox_id(), deadline)

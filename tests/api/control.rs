@@ -215,6 +215,46 @@ async fn a_drain_is_bounded_by_its_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// Drains run on the HTTP pool: a process runs at most CONTROL_MAX_CONCURRENT_DRAINS at once, and
+/// a drain that cannot get its turn within its timeout answers 408 without running anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drains_beyond_the_concurrent_bound_wait_their_turn_within_their_timeout() {
+    let t = Ais::spawn_with(|s| s.control_max_concurrent_drains = 1).await;
+    let app = &t.app;
+    t.accept(named("suite/people.csv", "held")).await;
+    let holder = t.worker("holder").await;
+    assert!(holder.claim().await.unwrap().is_some());
+    // The first drain waits 3 s on the held job, keeping the only turn.
+    let first = app
+        .request(Method::POST, "/_local/worker/drain?timeout=3")
+        .send();
+    let first = tokio::spawn(first);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Another sandbox's drain, with nothing to run, still has to wait for the turn.
+    let started = std::time::Instant::now();
+    let other = app
+        .as_tenant(OTHER_ORG, "prod")
+        .request(Method::POST, "/_local/worker/drain?timeout=1")
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(other, 408, "UPAPI-113408-408").await;
+    assert!(
+        message.contains("CONTROL_MAX_CONCURRENT_DRAINS"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_error(first.await.unwrap().unwrap(), 408, "UPAPI-113408-408").await;
+    // With the turn free again, it drains at once.
+    let res = app
+        .as_tenant(OTHER_ORG, "prod")
+        .request(Method::POST, "/_local/worker/drain?timeout=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test]
 async fn the_control_api_is_absent_when_off() {
     let app = TestApp::spawn_with(|s| s.control_api = Some(false)).await;
