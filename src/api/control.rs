@@ -184,7 +184,7 @@ pub async fn reset_sandbox(
         (status = 200, description = "No job of the sandbox is left", body = Drained),
         (status = 400, description = "`timeout` is not 1 to `CONTROL_DRAIN_MAX_SECS`", body = ErrorBody),
         (status = 404, description = "`CONTROL_API` is off: the test-control endpoints are not served", body = ErrorBody),
-        (status = 408, description = "Jobs were left when `timeout` passed (`UPAPI-113408-408`)", body = ErrorBody),
+        (status = 408, description = "Jobs were left when `timeout` passed, or other drains held every turn (`CONTROL_MAX_CONCURRENT_DRAINS`) until then (`UPAPI-113408-408`)", body = ErrorBody),
     )
 )]
 #[post("/worker/drain")]
