@@ -693,11 +693,7 @@ async fn one_run_at_a_time_and_the_guardrails() {
 async fn delete_removes_the_ups_audience_and_the_runs() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    t.write("DLZ", "x.csv", TUTORIAL_CSV);
-    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    let run = t
-        .start_run(&audience, json!({"dataFilterStartTime": 0}))
-        .await;
+    let (audience, run) = t.tutorial_run(&w).await;
     w.drain().await.unwrap();
     assert_eq!(t.members(&audience).await, 3);
     let res = t
@@ -747,11 +743,7 @@ async fn delete_removes_the_ups_audience_and_the_runs() {
 async fn a_ups_delete_removes_the_external_audience() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    t.write("DLZ", "x.csv", TUTORIAL_CSV);
-    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    let run = t
-        .start_run(&audience, json!({"dataFilterStartTime": 0}))
-        .await;
+    let (audience, run) = t.tutorial_run(&w).await;
     w.drain().await.unwrap();
     assert_eq!(t.members(&audience).await, 3);
     assert_eq!(t.app.delete_audience(&audience).await.status(), 204);
@@ -893,11 +885,7 @@ async fn audience_times_come_from_the_servers_clock() {
 async fn stored_states_are_checked_and_decoded() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    t.write("DLZ", "x.csv", TUTORIAL_CSV);
-    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    let run = t
-        .start_run(&audience, json!({"dataFilterStartTime": 0}))
-        .await;
+    let (audience, run) = t.tutorial_run(&w).await;
     let pool = &t.app.pool;
     let refused = |sql: &'static str| async move {
         let err = sqlx::query(sql).execute(pool).await.unwrap_err();

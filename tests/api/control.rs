@@ -53,18 +53,23 @@ async fn rows_of(app: &TestApp, table: &str, org: &str, name: &str) -> i64 {
     .unwrap()
 }
 
-#[tokio::test]
-async fn reset_removes_everything_of_the_sandbox_and_nothing_else() {
-    let t = Ais::spawn().await;
-    let app = &t.app;
-    // This sandbox: two UPS audiences, one depending on the other; an external audience with a
-    // finished run and its members; an external audience still being created; a file.
+/// A UPS audience and another that depends on it.
+async fn parent_with_a_child(app: &TestApp) {
     let parent = app.created(platform_audience()).await;
     let mut child = platform_audience();
     child["name"] = json!("child");
     child["expression"]["value"] =
         json!(format!("inSegment(\"{}\")", parent["id"].as_str().unwrap()));
     app.created(child).await;
+}
+
+#[tokio::test]
+async fn reset_removes_everything_of_the_sandbox_and_nothing_else() {
+    let t = Ais::spawn().await;
+    let app = &t.app;
+    // This sandbox: two UPS audiences, one depending on the other; an external audience with a
+    // finished run and its members; an external audience still being created; a file.
+    parent_with_a_child(app).await;
     t.write("DLZ", "suite/people.csv", TUTORIAL_CSV);
     let body = named("suite/people.csv", "ingested");
     local_ok(app, Method::POST, "/worker/drain").await;
@@ -654,12 +659,7 @@ async fn faults_fail_runs_and_requests_of_their_sandbox_only() {
 async fn an_exported_sandbox_loads_back_the_same_after_a_reset() {
     let t = Ais::spawn().await;
     let app = &t.app;
-    let parent = app.created(platform_audience()).await;
-    let mut child = platform_audience();
-    child["name"] = json!("child");
-    child["expression"]["value"] =
-        json!(format!("inSegment(\"{}\")", parent["id"].as_str().unwrap()));
-    app.created(child).await;
+    parent_with_a_child(app).await;
     t.write("DLZ", "suite/people.csv", TUTORIAL_CSV);
     let binary = t.zone.join("DLZ/suite/blob.bin");
     std::fs::write(&binary, [0xff_u8, 0x00, 0xfe]).unwrap();

@@ -67,11 +67,7 @@ async fn a_worker_that_dies_holding_a_job_is_replaced_after_its_lease_once() {
 async fn a_failing_step_is_retried_with_backoff_then_the_run_fails() {
     let t = Ais::spawn().await;
     let w = t.worker("w").await;
-    t.write("DLZ", "x.csv", TUTORIAL_CSV);
-    let audience = t.ready_audience(&w, tutorial_body("x.csv")).await;
-    let run = t
-        .start_run(&audience, json!({"dataFilterStartTime": 0}))
-        .await;
+    let (audience, run) = t.tutorial_run(&w).await;
     // From now on the database refuses every staged batch: the dataset step fails every attempt.
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_staging() RETURNS trigger LANGUAGE plpgsql AS

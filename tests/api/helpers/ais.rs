@@ -155,6 +155,17 @@ impl Ais {
         .await
     }
 
+    /// The tutorial file as `x.csv`, a ready external audience that reads it, and a run of it
+    /// started over every file time: the audienceId and the run as answered.
+    pub async fn tutorial_run(&self, worker: &Worker) -> (String, Value) {
+        self.write("DLZ", "x.csv", TUTORIAL_CSV);
+        let audience = self.ready_audience(worker, tutorial_body("x.csv")).await;
+        let run = self
+            .start_run(&audience, json!({"dataFilterStartTime": 0}))
+            .await;
+        (audience, run)
+    }
+
     /// Creates an external audience and lets the worker finish the operation; its audienceId.
     pub async fn ready_audience(&self, worker: &Worker, body: Value) -> String {
         let op_id = self.accept(body).await;
